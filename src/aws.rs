@@ -1,0 +1,240 @@
+//! AWS adapters: IAM (who is an admin) and EKS (where a cluster is). Clients are built once and reused.
+
+use crate::desired::IamUser;
+use aws_sdk_eks::error::DisplayErrorContext;
+use aws_sdk_iam::types::EntityType;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+/// IAM pages `GetAccountAuthorizationDetails` at up to 1000 items; ask for the maximum.
+pub const IAM_PAGE_SIZE: i32 = 1000;
+/// A safety stop for a paginator that never ends (1000 pages of 1000 users is over IAM's user quota).
+const MAX_PAGES: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("IAM {op} failed: {message}")]
+    Iam { op: &'static str, message: String },
+    #[error("EKS DescribeCluster {cluster:?} failed: {message}")]
+    Eks { cluster: String, message: String },
+    #[error("EKS cluster {cluster:?}: {reason}")]
+    ClusterInfo { cluster: String, reason: String },
+}
+
+/// Reads IAM users. A failed read is an error, never an empty list.
+pub trait IamSource {
+    /// One user with its ARN and tags; `Ok(None)` when IAM says the user does not exist.
+    fn get_user(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<IamUser>, AwsError>> + Send;
+    /// Every user with tags, in as few calls as IAM allows.
+    fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, AwsError>> + Send;
+}
+
+#[derive(Clone, Debug)]
+pub struct Iam {
+    client: aws_sdk_iam::Client,
+}
+
+impl Iam {
+    pub fn new(conf: &aws_config::SdkConfig) -> Self {
+        Iam {
+            client: aws_sdk_iam::Client::new(conf),
+        }
+    }
+}
+
+fn tags(t: &[aws_sdk_iam::types::Tag]) -> Vec<(String, String)> {
+    t.iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+impl IamSource for Iam {
+    async fn get_user(&self, name: &str) -> Result<Option<IamUser>, AwsError> {
+        match self.client.get_user().user_name(name).send().await {
+            Ok(out) => {
+                let u = out.user().ok_or_else(|| AwsError::Iam {
+                    op: "GetUser",
+                    message: format!("response for {name:?} has no user"),
+                })?;
+                Ok(Some(IamUser {
+                    name: u.user_name().to_string(),
+                    arn: u.arn().to_string(),
+                    tags: tags(u.tags()),
+                }))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(AwsError::Iam {
+                op: "GetUser",
+                message: format!("{name:?}: {}", DisplayErrorContext(&e)),
+            }),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<IamUser>, AwsError> {
+        let op = "GetAccountAuthorizationDetails";
+        let mut users = Vec::new();
+        let mut marker: Option<String> = None;
+        for page in 0..MAX_PAGES {
+            let out = self
+                .client
+                .get_account_authorization_details()
+                .filter(EntityType::User)
+                .max_items(IAM_PAGE_SIZE)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::Iam {
+                    op,
+                    message: format!("page {}: {}", page + 1, DisplayErrorContext(&e)),
+                })?;
+            for u in out.user_detail_list() {
+                let (Some(name), Some(arn)) = (u.user_name(), u.arn()) else {
+                    return Err(AwsError::Iam {
+                        op,
+                        message: "a user in the response has no name or ARN".into(),
+                    });
+                };
+                users.push(IamUser {
+                    name: name.to_string(),
+                    arn: arn.to_string(),
+                    tags: tags(u.tags()),
+                });
+            }
+            if !out.is_truncated() {
+                return Ok(users);
+            }
+            marker = Some(
+                out.marker()
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::Iam {
+                        op,
+                        message: "IsTruncated without Marker".into(),
+                    })?,
+            );
+        }
+        Err(AwsError::Iam {
+            op,
+            message: format!("more than {MAX_PAGES} pages; refusing to go on"),
+        })
+    }
+}
+
+/// Where a cluster's API server is and which CA signs its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub endpoint: String,
+    /// DER certificates from the cluster's CA bundle.
+    pub ca_der: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Eks {
+    client: aws_sdk_eks::Client,
+}
+
+impl Eks {
+    pub fn new(conf: &aws_config::SdkConfig) -> Self {
+        Eks {
+            client: aws_sdk_eks::Client::new(conf),
+        }
+    }
+
+    pub async fn describe(&self, cluster: &str) -> Result<ClusterInfo, AwsError> {
+        let out = self
+            .client
+            .describe_cluster()
+            .name(cluster)
+            .send()
+            .await
+            .map_err(|e| AwsError::Eks {
+                cluster: cluster.into(),
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        let info = |reason: &str| AwsError::ClusterInfo {
+            cluster: cluster.into(),
+            reason: reason.into(),
+        };
+        let c = out
+            .cluster()
+            .ok_or_else(|| info("response has no cluster"))?;
+        let endpoint = c
+            .endpoint()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| info("no endpoint yet (is the cluster still creating?)"))?;
+        let ca = c
+            .certificate_authority()
+            .and_then(|c| c.data())
+            .ok_or_else(|| info("no certificateAuthority.data"))?;
+        let ca_der = ca_bundle_der(ca).map_err(|r| info(&r))?;
+        Ok(ClusterInfo {
+            endpoint: endpoint.to_string(),
+            ca_der,
+        })
+    }
+}
+
+/// `certificateAuthority.data` (base64 of a PEM bundle) → DER certificates.
+pub fn ca_bundle_der(data: &str) -> Result<Vec<Vec<u8>>, String> {
+    let compact: String = data.split_whitespace().collect();
+    let pem = STANDARD
+        .decode(compact)
+        .map_err(|e| format!("certificateAuthority.data is not base64: {e}"))?;
+    let pem = String::from_utf8(pem)
+        .map_err(|_| "certificateAuthority.data is not a PEM text".to_string())?;
+    let mut out = Vec::new();
+    let mut rest = pem.as_str();
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let end = body.find(END).ok_or("unterminated PEM certificate")?;
+        let b64: String = body[..end].split_whitespace().collect();
+        out.push(
+            STANDARD
+                .decode(b64)
+                .map_err(|e| format!("bad PEM certificate: {e}"))?,
+        );
+        rest = &body[end + END.len()..];
+    }
+    if out.is_empty() {
+        return Err("certificateAuthority.data holds no PEM certificate".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_bundles() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBAU=\n-----END CERTIFICATE-----\n";
+        let data = STANDARD.encode(pem);
+        assert_eq!(
+            ca_bundle_der(&data).unwrap(),
+            vec![vec![0, 1, 2, 3], vec![4, 5]]
+        );
+        for (bad, needle) in [
+            ("%%%", "not base64"),
+            (
+                &STANDARD.encode("random text, not a pem"),
+                "no PEM certificate",
+            ),
+            (
+                &STANDARD.encode("-----BEGIN CERTIFICATE-----\nAAEC"),
+                "unterminated",
+            ),
+        ] {
+            let e = ca_bundle_der(bad).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

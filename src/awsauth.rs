@@ -1,0 +1,472 @@
+//! The `kube-system/aws-auth` ConfigMap ↔ model. Pure.
+//!
+//! Rules (mirroring how aws-iam-authenticator reads the ConfigMap):
+//! - `mapUsers`, `mapRoles`, `mapAccounts` are YAML (or JSON) lists; keys inside entries are
+//!   case-insensitive; unknown fields are kept.
+//! - Only `mapUsers` is ever rewritten, and only when an owned entry changes. Foreign entries keep their
+//!   position, key spelling, key order, unknown fields and values. `mapRoles`, `mapAccounts` and every other
+//!   key are never touched (they are parsed only to refuse working on a document EKS cannot read fully).
+//! - Ownership lives in an annotation (EKS ignores annotations): a JSON list of the user ARNs we wrote.
+
+use crate::plan::{Change, CurrentEntry, Plan};
+use crate::yaml;
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub const NAMESPACE: &str = "kube-system";
+pub const NAME: &str = "aws-auth";
+pub const OWNED_ANNOTATION: &str = "eks-admin-sync/owned-user-arns";
+pub const MAP_USERS: &str = "mapUsers";
+const LIST_KEYS: [&str; 3] = ["mapUsers", "mapRoles", "mapAccounts"];
+/// The API server's limit on a ConfigMap's data (data + binaryData).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+/// The API server's limit on all annotations of one object.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AwsAuthError {
+    #[error("kube-system/aws-auth data.{key} cannot be parsed{}: {message}; fix it by hand, nothing was written", at(*line, *column))]
+    Parse {
+        key: &'static str,
+        line: Option<u64>,
+        column: Option<u64>,
+        message: String,
+    },
+    #[error(
+        "kube-system/aws-auth data.{key} is a {found}, expected a list; fix it by hand, nothing was written"
+    )]
+    NotAList {
+        key: &'static str,
+        found: &'static str,
+    },
+    #[error(
+        "kube-system/aws-auth annotation {OWNED_ANNOTATION} is not a JSON list of ARNs ({0}); fix or remove it, nothing was written"
+    )]
+    Ownership(String),
+    #[error(
+        "refusing to write kube-system/aws-auth: {what} would be {size} bytes, over the {limit}-byte limit"
+    )]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+}
+
+fn at(line: Option<u64>, column: Option<u64>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+/// The parts of `aws-auth` this function reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsAuth {
+    users: Vec<Value>,
+    users_format: Format,
+    owned: Vec<String>,
+}
+
+/// What to write back; `None` fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Update {
+    pub map_users: Option<String>,
+    pub owned_annotation: Option<String>,
+}
+
+impl Update {
+    pub fn is_empty(&self) -> bool {
+        self.map_users.is_none() && self.owned_annotation.is_none()
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "mapping",
+    }
+}
+
+/// Parses one list-valued key as EKS would: JSON or YAML text, empty means no entries.
+fn parse_list(key: &'static str, text: &str) -> Result<(Vec<Value>, Format), AwsAuthError> {
+    if text.trim().is_empty() {
+        return Ok((Vec::new(), Format::Yaml));
+    }
+    let (v, format) = match serde_json::from_str::<Value>(text) {
+        Ok(v) => (v, Format::Json),
+        Err(_) => {
+            let v = serde_saphyr::from_str::<Value>(text).map_err(|e| {
+                let loc = e.location();
+                AwsAuthError::Parse {
+                    key,
+                    line: loc.as_ref().map(|l| l.line()),
+                    column: loc.as_ref().map(|l| l.column()),
+                    message: e
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("syntax error")
+                        .to_string(),
+                }
+            })?;
+            (v, Format::Yaml)
+        }
+    };
+    match v {
+        Value::Array(a) => Ok((a, format)),
+        Value::Null => Ok((Vec::new(), format)),
+        other => Err(AwsAuthError::NotAList {
+            key,
+            found: kind(&other),
+        }),
+    }
+}
+
+/// A field of an entry, matched case-insensitively; the last spelling wins.
+fn field<'a>(entry: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    entry
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .next_back()
+}
+
+fn entry_arn(v: &Value) -> Option<&str> {
+    v.as_object()
+        .and_then(|o| field(o, "userarn"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn canonical(m: &crate::desired::Mapping) -> Value {
+    json!({"userarn": m.arn, "username": m.username, "groups": m.groups})
+}
+
+impl AwsAuth {
+    /// Reads the ConfigMap; `None` (not found) is an empty document.
+    pub fn parse(cm: Option<&ConfigMap>) -> Result<Self, AwsAuthError> {
+        let empty = BTreeMap::new();
+        let data = cm.and_then(|c| c.data.as_ref()).unwrap_or(&empty);
+        let mut users = (Vec::new(), Format::Yaml);
+        for key in LIST_KEYS {
+            if let Some(text) = data.get(key) {
+                let parsed = parse_list(key, text)?;
+                if key == MAP_USERS {
+                    users = parsed;
+                }
+            }
+        }
+        let owned = match cm
+            .and_then(|c| c.metadata.annotations.as_ref())
+            .and_then(|a| a.get(OWNED_ANNOTATION))
+        {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str::<Vec<String>>(text)
+                .map_err(|e| AwsAuthError::Ownership(e.to_string()))?,
+        };
+        Ok(AwsAuth {
+            users: users.0,
+            users_format: users.1,
+            owned,
+        })
+    }
+
+    pub fn owned(&self) -> &[String] {
+        &self.owned
+    }
+
+    /// The `mapUsers` entries as the planner sees them.
+    pub fn current(&self) -> Vec<CurrentEntry> {
+        self.users
+            .iter()
+            .map(|v| {
+                let obj = v.as_object();
+                let get = |name: &str| obj.and_then(|o| field(o, name));
+                CurrentEntry {
+                    arn: entry_arn(v).map(str::to_string),
+                    username: get("username").and_then(Value::as_str).map(str::to_string),
+                    groups: get("groups")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The `mapUsers` list after applying `plan`, with foreign entries untouched.
+    pub fn apply(&self, plan: &Plan) -> Vec<Value> {
+        let mut removes = BTreeSet::new();
+        let mut updates = BTreeMap::new();
+        let mut adds = Vec::new();
+        for c in &plan.changes {
+            match c {
+                Change::Remove(m) => {
+                    removes.insert(m.key());
+                }
+                Change::Update { to, .. } => {
+                    updates.insert(to.key(), to);
+                }
+                Change::Add(m) => adds.push(m),
+            }
+        }
+        let mut out = Vec::with_capacity(self.users.len() + adds.len());
+        for v in &self.users {
+            let key = entry_arn(v).map(str::to_ascii_lowercase);
+            match key {
+                Some(k) if removes.contains(&k) => {}
+                Some(k) if updates.contains_key(&k) => out.push(canonical(updates[&k])),
+                _ => out.push(v.clone()),
+            }
+        }
+        adds.sort_by_key(|m| m.key());
+        out.extend(adds.into_iter().map(canonical));
+        out
+    }
+
+    /// What to write for `plan`, given the ConfigMap's current data; `Update::is_empty()` means no write.
+    pub fn render(
+        &self,
+        data: Option<&BTreeMap<String, String>>,
+        plan: &Plan,
+    ) -> Result<Update, AwsAuthError> {
+        let mut update = Update::default();
+        if !plan.changes.is_empty() {
+            let users = Value::Array(self.apply(plan));
+            let text = match self.users_format {
+                Format::Yaml => yaml::to_yaml(&users),
+                Format::Json => {
+                    let mut s = serde_json::to_string_pretty(&users).unwrap_or_default();
+                    s.push('\n');
+                    s
+                }
+            };
+            let others: usize = data
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != MAP_USERS)
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            let size = others + MAP_USERS.len() + text.len();
+            if size > MAX_DATA_BYTES {
+                return Err(AwsAuthError::TooLarge {
+                    what: "data",
+                    size,
+                    limit: MAX_DATA_BYTES,
+                });
+            }
+            update.map_users = Some(text);
+        }
+        if plan.owned_changed(&self.owned) {
+            let text = serde_json::to_string(&plan.owned_after).unwrap_or_default();
+            if text.len() > MAX_ANNOTATION_BYTES {
+                return Err(AwsAuthError::TooLarge {
+                    what: "the ownership annotation",
+                    size: text.len(),
+                    limit: MAX_ANNOTATION_BYTES,
+                });
+            }
+            update.owned_annotation = Some(text);
+        }
+        Ok(update)
+    }
+}
+
+/// The ConfigMap as it will be after `update` (what the API server stores after our merge patch).
+pub fn updated(cm: Option<&ConfigMap>, update: &Update) -> ConfigMap {
+    let mut out = cm.cloned().unwrap_or_else(|| {
+        let mut c = ConfigMap::default();
+        c.metadata.name = Some(NAME.into());
+        c.metadata.namespace = Some(NAMESPACE.into());
+        c
+    });
+    if let Some(text) = &update.map_users {
+        out.data
+            .get_or_insert_with(BTreeMap::new)
+            .insert(MAP_USERS.into(), text.clone());
+    }
+    if let Some(text) = &update.owned_annotation {
+        out.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(OWNED_ANNOTATION.into(), text.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Mapping;
+    use crate::plan::{Scope, plan};
+
+    const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
+
+    fn cm(data: &[(&str, &str)], owned: Option<&str>) -> ConfigMap {
+        let mut c = ConfigMap {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        if let Some(o) = owned {
+            c.metadata.annotations = Some([(OWNED_ANNOTATION.to_string(), o.to_string())].into());
+        }
+        c
+    }
+
+    fn alice() -> Mapping {
+        Mapping {
+            arn: ALICE.into(),
+            username: "alice".into(),
+            groups: vec!["system:masters".into()],
+        }
+    }
+
+    const NODE_ROLES: &str = "- rolearn: arn:aws:iam::123456789012:role/eks-node\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n    - system:bootstrappers\n    - system:nodes\n";
+
+    #[test]
+    fn parse_errors_say_where() {
+        let cases: Vec<(ConfigMap, &str)> = vec![
+            (
+                cm(&[("mapUsers", "- userarn: a\n  groups: [x\n")], None),
+                "data.mapUsers cannot be parsed at line",
+            ),
+            (
+                cm(&[("mapRoles", "- rolearn: a\n - bad: : :\n")], None),
+                "data.mapRoles cannot be parsed",
+            ),
+            (
+                cm(&[("mapUsers", "userarn: a\n")], None),
+                "data.mapUsers is a mapping, expected a list",
+            ),
+            (
+                cm(&[("mapAccounts", "\"123\"")], None),
+                "data.mapAccounts is a string",
+            ),
+            (
+                cm(&[], Some("not json")),
+                "annotation eks-admin-sync/owned-user-arns",
+            ),
+        ];
+        for (c, needle) in cases {
+            let e = AwsAuth::parse(Some(&c)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} lacks {needle}");
+            assert!(e.contains("nothing was written"), "{e}");
+        }
+    }
+
+    #[test]
+    fn reads_entries_like_eks() {
+        let users = "- userARN: arn:aws:iam::123456789012:user/Hand\n  UserName: hand\n  GROUPS: [a, b]\n  note: kept\n- {}\n- just-a-string\n";
+        let doc = AwsAuth::parse(Some(&cm(
+            &[("mapUsers", users), ("mapRoles", NODE_ROLES)],
+            None,
+        )))
+        .unwrap();
+        let cur = doc.current();
+        assert_eq!(cur.len(), 3);
+        assert_eq!(
+            cur[0].arn.as_deref(),
+            Some("arn:aws:iam::123456789012:user/Hand")
+        );
+        assert_eq!(cur[0].username.as_deref(), Some("hand"));
+        assert_eq!(cur[0].groups, vec!["a", "b"]);
+        assert_eq!(cur[1].arn, None);
+        assert_eq!(cur[2].arn, None);
+    }
+
+    #[test]
+    fn missing_configmap_and_empty_values() {
+        for c in [
+            None,
+            Some(cm(&[], None)),
+            Some(cm(&[("mapUsers", "")], None)),
+            Some(cm(&[("mapUsers", "[]")], None)),
+        ] {
+            let doc = AwsAuth::parse(c.as_ref()).unwrap();
+            assert!(doc.current().is_empty());
+            assert!(doc.owned().is_empty());
+        }
+    }
+
+    #[test]
+    fn add_keeps_foreign_entries_and_other_keys_untouched() {
+        let users = "- userARN: arn:aws:iam::123456789012:user/hand\n  username: '{{SessionName}}'\n  groups: [viewers]\n  userid: AIDAEXAMPLE\n";
+        let c = cm(
+            &[
+                ("mapUsers", users),
+                ("mapRoles", NODE_ROLES),
+                ("mapAccounts", "- \"111122223333\"\n"),
+            ],
+            None,
+        );
+        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let u = doc.render(c.data.as_ref(), &p).unwrap();
+        let text = u.map_users.unwrap();
+        assert_eq!(
+            text,
+            "- userARN: arn:aws:iam::123456789012:user/hand\n  username: \"{{SessionName}}\"\n  groups:\n    - viewers\n  userid: AIDAEXAMPLE\n- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n"
+        );
+        assert_eq!(
+            u.owned_annotation.as_deref(),
+            Some(r#"["arn:aws:iam::123456789012:user/alice"]"#)
+        );
+    }
+
+    #[test]
+    fn no_change_means_no_write() {
+        let users = "- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n";
+        let c = cm(
+            &[("mapUsers", users)],
+            Some(r#"["arn:aws:iam::123456789012:user/alice"]"#),
+        );
+        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        assert!(doc.render(c.data.as_ref(), &p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn json_stays_json() {
+        let users =
+            r#"[{"userarn":"arn:aws:iam::123456789012:user/tf","username":"tf","groups":["x"]}]"#;
+        let c = cm(&[("mapUsers", users)], None);
+        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v[0]["username"], "tf");
+        assert_eq!(v[1]["userarn"], ALICE);
+    }
+
+    #[test]
+    fn refuses_oversized_write() {
+        let big = "x".repeat(MAX_DATA_BYTES - 50);
+        let c = cm(&[("mapRoles", "[]"), ("padding", &big)], None);
+        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let e = doc.render(c.data.as_ref(), &p).unwrap_err();
+        assert!(matches!(e, AwsAuthError::TooLarge { .. }), "{e}");
+    }
+}

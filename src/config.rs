@@ -1,0 +1,274 @@
+//! Settings shared by the Lambda and the CLI, read from environment variables.
+//!
+//! Parsing is pure: [`Settings::from_lookup`] takes a lookup function so tests need no process env.
+
+use std::collections::BTreeSet;
+
+/// Tag key that marks an IAM user as cluster admin, unless `ADMIN_TAG_KEY` says otherwise.
+pub const DEFAULT_TAG_KEY: &str = "eks-cluster-admin";
+/// Groups given to an admin, unless `ADMIN_GROUPS` says otherwise.
+pub const DEFAULT_GROUPS: &str = "system:masters";
+/// Username written into `mapUsers`, unless `USERNAME_TEMPLATE` says otherwise.
+pub const DEFAULT_USERNAME_TEMPLATE: &str = "{{UserName}}";
+
+/// Placeholders a username template may contain.
+const TEMPLATE_PLACEHOLDERS: [&str; 2] = ["{{UserName}}", "{{AccountID}}"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "CLUSTER_NAMES is empty: set it to the space-separated names of the EKS clusters to manage"
+    )]
+    NoClusters,
+    #[error("{var}={value:?} is not valid: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Everything the function needs to know besides AWS credentials and endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Clusters this function manages, in the order given (duplicates removed).
+    pub clusters: Vec<String>,
+    pub tag_key: String,
+    pub groups: Vec<String>,
+    pub username_template: String,
+    pub dry_run: bool,
+}
+
+impl Settings {
+    /// Reads settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get`, which returns a variable's value if it is set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut seen = BTreeSet::new();
+        let clusters: Vec<String> = get("CLUSTER_NAMES")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|c| seen.insert(c.to_string()))
+            .map(str::to_string)
+            .collect();
+        if clusters.is_empty() {
+            return Err(ConfigError::NoClusters);
+        }
+        for c in &clusters {
+            if !valid_cluster_name(c) {
+                return Err(ConfigError::Invalid {
+                    var: "CLUSTER_NAMES",
+                    value: c.clone(),
+                    reason: "an EKS cluster name has 1-100 letters, digits, '-' or '_' and starts with a letter or digit".into(),
+                });
+            }
+        }
+
+        let tag_key = non_empty(&get, "ADMIN_TAG_KEY").unwrap_or_else(|| DEFAULT_TAG_KEY.into());
+        if tag_key.len() > 128 {
+            return Err(ConfigError::Invalid {
+                var: "ADMIN_TAG_KEY",
+                value: tag_key,
+                reason: "IAM tag keys have at most 128 characters".into(),
+            });
+        }
+
+        let groups_raw = non_empty(&get, "ADMIN_GROUPS").unwrap_or_else(|| DEFAULT_GROUPS.into());
+        let groups: Vec<String> = groups_raw.split_whitespace().map(str::to_string).collect();
+        if groups.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "ADMIN_GROUPS",
+                value: groups_raw,
+                reason: "at least one Kubernetes group is needed".into(),
+            });
+        }
+
+        let username_template = non_empty(&get, "USERNAME_TEMPLATE")
+            .unwrap_or_else(|| DEFAULT_USERNAME_TEMPLATE.into());
+        check_template(&username_template)?;
+
+        let dry_run = match non_empty(&get, "DRY_RUN") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
+                var: "DRY_RUN",
+                value: v.clone(),
+                reason: "expected true or false".into(),
+            })?,
+        };
+
+        Ok(Settings {
+            clusters,
+            tag_key,
+            groups,
+            username_template,
+            dry_run,
+        })
+    }
+
+    pub fn manages(&self, cluster: &str) -> bool {
+        self.clusters.iter().any(|c| c == cluster)
+    }
+}
+
+fn non_empty(get: &impl Fn(&str) -> Option<String>, key: &str) -> Option<String> {
+    get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `true`/`false` in any case, as the tag contract and `DRY_RUN` use.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// EKS cluster names: 1-100 characters, `^[0-9A-Za-z][A-Za-z0-9\-_]*`.
+pub fn valid_cluster_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 100
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_template(t: &str) -> Result<(), ConfigError> {
+    // Every `{{...}}` must be one we expand; anything else would end up in the username verbatim,
+    // or be expanded by EKS itself at authentication time (e.g. `{{SessionName}}`), which is not meant here.
+    let mut rest = t;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start..];
+        let Some(end) = after.find("}}") else {
+            return Err(invalid_template(t, "unclosed '{{'"));
+        };
+        let placeholder = &after[..end + 2];
+        if !TEMPLATE_PLACEHOLDERS.contains(&placeholder) {
+            return Err(invalid_template(
+                t,
+                &format!(
+                    "unknown placeholder {placeholder}; use {{{{UserName}}}} or {{{{AccountID}}}}"
+                ),
+            ));
+        }
+        rest = &after[end + 2..];
+    }
+    if t.chars().any(char::is_whitespace) {
+        return Err(invalid_template(t, "a username cannot contain spaces"));
+    }
+    Ok(())
+}
+
+fn invalid_template(t: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var: "USERNAME_TEMPLATE",
+        value: t.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Expands a username template for one user.
+pub fn render_username(template: &str, user_name: &str, account_id: &str) -> String {
+    template
+        .replace("{{UserName}}", user_name)
+        .replace("{{AccountID}}", account_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[("CLUSTER_NAMES", "prod")]).unwrap();
+        assert_eq!(s.clusters, vec!["prod"]);
+        assert_eq!(s.tag_key, "eks-cluster-admin");
+        assert_eq!(s.groups, vec!["system:masters"]);
+        assert_eq!(s.username_template, "{{UserName}}");
+        assert!(!s.dry_run);
+    }
+
+    #[test]
+    fn table() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), &'a str>);
+        let cases: &[Case] = &[
+            (&[], Err("CLUSTER_NAMES is empty")),
+            (&[("CLUSTER_NAMES", "  ")], Err("CLUSTER_NAMES is empty")),
+            (&[("CLUSTER_NAMES", "a,b")], Err("CLUSTER_NAMES")),
+            (&[("CLUSTER_NAMES", "-a")], Err("CLUSTER_NAMES")),
+            (&[("CLUSTER_NAMES", "a b a")], Ok(())),
+            (&[("CLUSTER_NAMES", "a"), ("DRY_RUN", "TRUE")], Ok(())),
+            (
+                &[("CLUSTER_NAMES", "a"), ("DRY_RUN", "yes")],
+                Err("DRY_RUN"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("USERNAME_TEMPLATE", "{{AccountID}}:{{UserName}}"),
+                ],
+                Ok(()),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("USERNAME_TEMPLATE", "{{SessionName}}"),
+                ],
+                Err("unknown placeholder"),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("USERNAME_TEMPLATE", "x{{UserName")],
+                Err("unclosed"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("ADMIN_GROUPS", "system:masters  ops"),
+                ],
+                Ok(()),
+            ),
+        ];
+        for (vars, want) in cases {
+            match (settings(vars), want) {
+                (Ok(_), Ok(())) => {}
+                (Err(e), Err(needle)) => {
+                    assert!(
+                        e.to_string().contains(needle),
+                        "{vars:?}: {e} lacks {needle}"
+                    )
+                }
+                (got, want) => panic!("{vars:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        let s = settings(&[
+            ("CLUSTER_NAMES", "a b a"),
+            ("ADMIN_GROUPS", "system:masters  ops"),
+        ])
+        .unwrap();
+        assert_eq!(s.clusters, vec!["a", "b"]);
+        assert_eq!(s.groups, vec!["system:masters", "ops"]);
+    }
+
+    #[test]
+    fn username_rendering() {
+        assert_eq!(render_username("{{UserName}}", "alice", "1"), "alice");
+        assert_eq!(
+            render_username("iam:{{AccountID}}:{{UserName}}", "alice", "123456789012"),
+            "iam:123456789012:alice"
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Incoming event → what to do. Pure: no I/O, no clock.
+//!
+//! Accepted shapes:
+//! - EventBridge "AWS API Call via CloudTrail" from `aws.iam` (user events are reconciled one user at a time;
+//!   the event's own tag list is never trusted, IAM is re-read);
+//! - EventBridge "Scheduled Event" from `aws.events` (full reconcile);
+//! - a manual payload `{"action":"reconcile", "user"?: NAME, "users"?: [NAMES], "dryRun"?: bool}`.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// CloudTrail event names that can change who is an admin.
+pub const HANDLED_EVENT_NAMES: [&str; 5] = [
+    "TagUser",
+    "UntagUser",
+    "CreateUser",
+    "DeleteUser",
+    "UpdateUser",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Reconcile every managed cluster against every IAM user.
+    ReconcileAll { dry_run: bool },
+    /// Reconcile only these IAM user names (a rename names both the old and the new name).
+    ReconcileUsers { users: Vec<String>, dry_run: bool },
+    /// Nothing to do; the reason is logged and returned.
+    Ignore { reason: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("event is not valid JSON: {0}")]
+    NotJson(String),
+    #[error(
+        "unrecognised event ({found}); expected an EventBridge \"AWS API Call via CloudTrail\" event from aws.iam, \
+         a \"Scheduled Event\" from aws.events, or {{\"action\":\"reconcile\",\"user\"?:NAME,\"dryRun\"?:bool}}"
+    )]
+    Unrecognised { found: String },
+    #[error("malformed {kind} event: {reason}")]
+    Malformed { kind: &'static str, reason: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CloudTrailDetail {
+    event_source: Option<String>,
+    event_name: Option<String>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    event_id: Option<String>,
+    request_parameters: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ManualPayload {
+    action: String,
+    user: Option<String>,
+    users: Option<Vec<String>>,
+    dry_run: Option<bool>,
+}
+
+/// Parses raw event bytes (the CLI's `handle-event` path).
+pub fn parse_bytes(bytes: &[u8]) -> Result<Intent, EventError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
+    parse(&v)
+}
+
+/// Decides what an event asks for. `dry_run` in the result is what the event itself asks; the caller ORs
+/// it with the configured `DRY_RUN`.
+pub fn parse(event: &Value) -> Result<Intent, EventError> {
+    let Some(obj) = event.as_object() else {
+        return Err(EventError::Unrecognised {
+            found: format!("a JSON {}", json_kind(event)),
+        });
+    };
+    if obj.contains_key("action") {
+        return parse_manual(event);
+    }
+    if obj.contains_key("detail-type") || obj.contains_key("source") {
+        let envelope: EventBridgeEvent<Value> =
+            serde_json::from_value(event.clone()).map_err(|e| EventError::Malformed {
+                kind: "EventBridge",
+                reason: e.to_string(),
+            })?;
+        let source = envelope.source.as_str();
+        let detail_type = envelope.detail_type.as_str();
+        return match (source, detail_type) {
+            ("aws.events", "Scheduled Event") => Ok(Intent::ReconcileAll { dry_run: false }),
+            ("aws.iam", "AWS API Call via CloudTrail") => parse_cloudtrail(envelope.detail),
+            _ => Err(EventError::Unrecognised {
+                found: format!("EventBridge source {source:?}, detail-type {detail_type:?}"),
+            }),
+        };
+    }
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).take(5).collect();
+    keys.sort_unstable();
+    Err(EventError::Unrecognised {
+        found: format!("an object with keys {keys:?}"),
+    })
+}
+
+fn parse_manual(event: &Value) -> Result<Intent, EventError> {
+    let p: ManualPayload =
+        serde_json::from_value(event.clone()).map_err(|e| EventError::Malformed {
+            kind: "manual",
+            reason: e.to_string(),
+        })?;
+    if p.action != "reconcile" {
+        return Err(EventError::Malformed {
+            kind: "manual",
+            reason: format!(
+                "unknown action {:?}; the only action is \"reconcile\"",
+                p.action
+            ),
+        });
+    }
+    let dry_run = p.dry_run.unwrap_or(false);
+    let mut users: Vec<String> = p
+        .user
+        .into_iter()
+        .chain(p.users.unwrap_or_default())
+        .collect();
+    if users.is_empty() {
+        return Ok(Intent::ReconcileAll { dry_run });
+    }
+    for u in &users {
+        check_user_name("manual", u)?;
+    }
+    users.sort();
+    users.dedup();
+    Ok(Intent::ReconcileUsers { users, dry_run })
+}
+
+fn parse_cloudtrail(detail: Value) -> Result<Intent, EventError> {
+    let d: CloudTrailDetail =
+        serde_json::from_value(detail).map_err(|e| EventError::Malformed {
+            kind: "CloudTrail",
+            reason: format!("detail: {e}"),
+        })?;
+    let name = d
+        .event_name
+        .as_deref()
+        .ok_or_else(|| EventError::Malformed {
+            kind: "CloudTrail",
+            reason: "detail.eventName is missing".into(),
+        })?;
+    if let Some(src) = d.event_source.as_deref()
+        && src != "iam.amazonaws.com"
+    {
+        return Err(EventError::Malformed {
+            kind: "CloudTrail",
+            reason: format!("detail.eventSource is {src:?}, expected \"iam.amazonaws.com\""),
+        });
+    }
+    let id = d.event_id.as_deref().unwrap_or("?");
+    if let Some(code) = d.error_code.as_deref() {
+        return Ok(Intent::Ignore {
+            reason: format!(
+                "{name} (event {id}) failed with {code}: {}; nothing changed in IAM",
+                d.error_message.as_deref().unwrap_or("no message")
+            ),
+        });
+    }
+    if !HANDLED_EVENT_NAMES.contains(&name) {
+        return Ok(Intent::Ignore {
+            reason: format!("{name} (event {id}) does not affect cluster admins"),
+        });
+    }
+    let params = d.request_parameters.unwrap_or(Value::Null);
+    let field = |k: &str| -> Result<Option<String>, EventError> {
+        match params.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(EventError::Malformed {
+                kind: "CloudTrail",
+                reason: format!(
+                    "requestParameters.{k} is a {}, expected a string",
+                    json_kind(other)
+                ),
+            }),
+        }
+    };
+    let user = field("userName")?.ok_or_else(|| EventError::Malformed {
+        kind: "CloudTrail",
+        reason: format!("{name} without requestParameters.userName"),
+    })?;
+    check_user_name("CloudTrail", &user)?;
+    let mut users = vec![user];
+    if name == "UpdateUser"
+        && let Some(new) = field("newUserName")?
+    {
+        check_user_name("CloudTrail", &new)?;
+        users.push(new);
+    }
+    users.sort();
+    users.dedup();
+    Ok(Intent::ReconcileUsers {
+        users,
+        dry_run: false,
+    })
+}
+
+/// IAM user names: 1-64 characters of `[A-Za-z0-9+=,.@_-]`.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+}
+
+fn check_user_name(kind: &'static str, name: &str) -> Result<(), EventError> {
+    if valid_user_name(name) {
+        Ok(())
+    } else {
+        Err(EventError::Malformed {
+            kind,
+            reason: format!("{name:?} is not a valid IAM user name"),
+        })
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn sample(name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("events")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn users(names: &[&str]) -> Intent {
+        Intent::ReconcileUsers {
+            users: names.iter().map(|s| s.to_string()).collect(),
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn sample_events() {
+        let cases: &[(&str, Result<Intent, &str>)] = &[
+            ("tag-user.json", Ok(users(&["new-admin-test"]))),
+            ("untag-user.json", Ok(users(&["new-admin-test"]))),
+            ("create-user-with-tags.json", Ok(users(&["carol"]))),
+            ("delete-user.json", Ok(users(&["new-admin-test"]))),
+            ("update-user-rename.json", Ok(users(&["bob", "robert"]))),
+            ("update-user-path.json", Ok(users(&["carol"]))),
+            (
+                "scheduled.json",
+                Ok(Intent::ReconcileAll { dry_run: false }),
+            ),
+            (
+                "manual-reconcile.json",
+                Ok(Intent::ReconcileAll { dry_run: false }),
+            ),
+            (
+                "manual-user-dry-run.json",
+                Ok(Intent::ReconcileUsers {
+                    users: vec!["new-admin-test".into()],
+                    dry_run: true,
+                }),
+            ),
+            ("tag-user-failed.json", Err("ignore:AccessDenied")),
+            ("create-role.json", Err("ignore:does not affect")),
+            (
+                "malformed-no-username.json",
+                Err("without requestParameters.userName"),
+            ),
+            ("malformed-not-json.txt", Err("not valid JSON")),
+            ("malformed-unknown.json", Err("unrecognised event")),
+            ("malformed-manual.json", Err("unknown action")),
+            ("s3-put-object.json", Err("unrecognised event")),
+        ];
+        for (file, want) in cases {
+            let got = parse_bytes(&sample(file));
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(&g, w, "{file}"),
+                (Ok(Intent::Ignore { reason }), Err(needle)) if needle.starts_with("ignore:") => {
+                    assert!(reason.contains(&needle[7..]), "{file}: {reason}")
+                }
+                (Err(e), Err(needle)) => {
+                    assert!(e.to_string().contains(needle), "{file}: {e} lacks {needle}")
+                }
+                (g, w) => panic!("{file}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn inline_table() {
+        use serde_json::json;
+        let ct = |name: &str, params: Value| {
+            json!({"version":"0","id":"x","detail-type":"AWS API Call via CloudTrail","source":"aws.iam",
+                   "account":"123456789012","time":"2026-11-29T00:00:00Z","region":"us-east-1","resources":[],
+                   "detail":{"eventSource":"iam.amazonaws.com","eventName":name,"requestParameters":params}})
+        };
+        let cases: Vec<(Value, Result<Intent, &str>)> = vec![
+            (json!([]), Err("a JSON array")),
+            (json!("reconcile"), Err("a JSON string")),
+            (
+                json!({"action":"reconcile","user":"a b"}),
+                Err("not a valid IAM user name"),
+            ),
+            (
+                json!({"action":"reconcile","extra":1}),
+                Err("unknown field"),
+            ),
+            (
+                json!({"action":"reconcile","users":["b","a","b"]}),
+                Ok(users(&["a", "b"])),
+            ),
+            (ct("TagUser", json!({"userName": 5})), Err("is a number")),
+            (
+                ct("TagUser", json!(null)),
+                Err("without requestParameters.userName"),
+            ),
+            (ct("UpdateUser", json!({"userName":"a"})), Ok(users(&["a"]))),
+            (
+                ct("UpdateUser", json!({"userName":"a","newUserName":"a"})),
+                Ok(users(&["a"])),
+            ),
+            (
+                ct("TagUser", json!({"userName":"x".repeat(65)})),
+                Err("not a valid IAM user name"),
+            ),
+            (
+                json!({"detail-type":"AWS API Call via CloudTrail","source":"aws.iam","detail":
+                    {"eventSource":"s3.amazonaws.com","eventName":"TagUser"}}),
+                Err("eventSource"),
+            ),
+            (
+                json!({"detail-type":"Scheduled Event","source":"aws.events","detail":{}}),
+                Ok(Intent::ReconcileAll { dry_run: false }),
+            ),
+            (
+                json!({"detail-type":"Scheduled Event","source":"custom","detail":{}}),
+                Err("unrecognised"),
+            ),
+        ];
+        for (ev, want) in cases {
+            match (parse(&ev), want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{ev}"),
+                (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{ev}: {e}"),
+                (g, w) => panic!("{ev}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+}
