@@ -1,0 +1,243 @@
+"""Local AWS emulator: moto server plus what stock moto lacks for EKS authentication.
+
+- Presigned STS GetCallerIdentity (the EKS bearer token's URL) is routed to STS and its SigV4 query signature
+  is verified with botocore against the secret moto holds for that access key (IAM user keys and assumed-role
+  session credentials), including every signed header (x-k8s-aws-id) and the date window. The answer names
+  the key's owner, or is a 403 (SignatureDoesNotMatch, InvalidClientTokenId, ExpiredToken).
+- /_emu/eks/<name> (POST) points a moto EKS cluster at a real local API server (endpoint + CA), so the
+  function's DescribeCluster path is exactly the production one.
+- /_emu/calls (GET) and /_emu/calls/reset (POST): per-service/action request counts, for tests and benchmarks.
+
+Run: python awsemu.py --port N   (binds 127.0.0.1 only)
+"""
+
+import argparse
+import base64
+import datetime as dt
+import io
+import json
+import re
+import threading
+import urllib.parse
+from collections import Counter
+
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+ALLOWED_QUERY_KEYS = {
+    "action", "version", "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires",
+    "x-amz-security-token", "x-amz-signature", "x-amz-signedheaders",
+}
+# STS accepts a presigned GetCallerIdentity for 15 minutes after X-Amz-Date, whatever X-Amz-Expires says
+# (that is what makes 60-second EKS tokens valid for 15 minutes).
+STS_PRESIGN_WINDOW = dt.timedelta(minutes=15)
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+CALLS = Counter()
+CALLS_LOCK = threading.Lock()
+
+
+def _count(key):
+    with CALLS_LOCK:
+        CALLS[key] += 1
+
+
+def _lookup_secret(access_key_id):
+    """(secret, session_token or None, arn, user_id, account) for a key moto issued, or None."""
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    for account in list(sts_backends.keys()):
+        for partition in list(sts_backends[account].keys()):
+            role = sts_backends[account][partition].get_assumed_role_from_access_key(access_key_id)
+            if role:
+                return role.secret_access_key, role.session_token, role.arn, role.user_id, role.account_id
+    for account in list(iam_backends.keys()):
+        for partition in list(iam_backends[account].keys()):
+            backend = iam_backends[account][partition]
+            user = backend.get_user_from_access_key_id(access_key_id)
+            if user:
+                for key in backend.list_access_keys(user.name):
+                    if key.access_key_id == access_key_id and key.status == "Active":
+                        return key.secret_access_key, None, user.arn, user.id, user.account_id
+    return None
+
+
+def _error(start_response, status, code, message, want_json):
+    if want_json:
+        body = json.dumps({"Error": {"Code": code, "Message": message, "Type": "Sender"}}).encode()
+        ctype = "application/json"
+    else:
+        body = (
+            f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>emu</RequestId></ErrorResponse>"
+        ).encode()
+        ctype = "text/xml"
+    start_response(f"{status} {'Forbidden' if status == 403 else 'Bad Request'}",
+                   [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def presigned_sts(environ, start_response):
+    """Verifies and answers a presigned GetCallerIdentity request."""
+    _count("sts:GetCallerIdentity(presigned)")
+    want_json = "application/json" in environ.get("HTTP_ACCEPT", "")
+    raw_query = environ.get("QUERY_STRING", "")
+    pairs = urllib.parse.parse_qsl(raw_query, keep_blank_values=True)
+    params = {}
+    for k, v in pairs:
+        if k.lower() not in ALLOWED_QUERY_KEYS or k in params:
+            return _error(start_response, 400, "InvalidParameter", f"unexpected or repeated parameter {k}", want_json)
+        params[k] = v
+    if params.get("Action") != "GetCallerIdentity":
+        return _error(start_response, 400, "InvalidAction", "only GetCallerIdentity may be presigned here", want_json)
+    try:
+        akid, date_s, region, service, term = params["X-Amz-Credential"].split("/")
+        amz_date = dt.datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        expires = int(params["X-Amz-Expires"])
+        signed_headers = params["X-Amz-SignedHeaders"].split(";")
+        signature = params["X-Amz-Signature"]
+    except (KeyError, ValueError) as e:
+        return _error(start_response, 400, "IncompleteSignature", f"malformed presigned query: {e}", want_json)
+    if service != "sts" or term != "aws4_request" or date_s != params["X-Amz-Date"][:8]:
+        return _error(start_response, 403, "SignatureDoesNotMatch", "bad credential scope", want_json)
+    found = _lookup_secret(akid)
+    if not found:
+        return _error(start_response, 403, "InvalidClientTokenId", "The security token included in the request is invalid.", want_json)
+    secret, session_token, arn, user_id, account = found
+    if session_token is not None and params.get("X-Amz-Security-Token") != session_token:
+        return _error(start_response, 403, "InvalidClientTokenId", "The security token included in the request is invalid.", want_json)
+    now = dt.datetime.now(dt.timezone.utc)
+    if not 0 <= expires <= 900 or now > amz_date + STS_PRESIGN_WINDOW or amz_date > now + CLOCK_SKEW:
+        return _error(start_response, 403, "ExpiredToken", "The security token included in the request is expired", want_json)
+
+    # Rebuild the request as the client signed it: same host, same query without the signature, and the
+    # values of every signed header as received now.
+    host = environ.get("HTTP_HOST", "")
+    unsigned_query = "&".join(
+        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+        for k, v in pairs if k != "X-Amz-Signature"
+    )
+    headers = {}
+    for h in signed_headers:
+        if h == "host":
+            continue
+        value = environ.get("HTTP_" + h.upper().replace("-", "_"))
+        if value is None:
+            return _error(start_response, 403, "SignatureDoesNotMatch", f"signed header {h} is missing", want_json)
+        headers[h] = value
+    scheme = environ.get("wsgi.url_scheme", "http")
+    req = AWSRequest(method="GET", url=f"{scheme}://{host}/?{unsigned_query}", headers=headers, data=b"")
+    req.context["timestamp"] = params["X-Amz-Date"]
+    auth = SigV4QueryAuth(Credentials(akid, secret, session_token), "sts", region, expires=expires)
+    if sorted(auth.headers_to_sign(req).keys()) != sorted(signed_headers):
+        return _error(start_response, 403, "SignatureDoesNotMatch", "signed headers differ from the request's", want_json)
+    canonical = auth.canonical_request(req)
+    expected = auth.signature(auth.string_to_sign(req, canonical), req)
+    if expected != signature:
+        return _error(start_response, 403, "SignatureDoesNotMatch",
+                      "The request signature we calculated does not match the signature you provided.", want_json)
+
+    result = {"Arn": arn, "UserId": user_id, "Account": account}
+    if want_json:
+        body = json.dumps({"GetCallerIdentityResponse": {"GetCallerIdentityResult": result,
+                                                           "ResponseMetadata": {"RequestId": "emu"}}}).encode()
+        ctype = "application/json"
+    else:
+        body = (
+            '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
+            f"<Arn>{arn}</Arn><UserId>{user_id}</UserId><Account>{account}</Account></GetCallerIdentityResult>"
+            "<ResponseMetadata><RequestId>emu</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+        ).encode()
+        ctype = "text/xml"
+    start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def set_eks_cluster(name, body, region):
+    from moto.eks.models import eks_backends
+
+    backend = eks_backends[DEFAULT_ACCOUNT_ID][region]
+    if name not in backend.clusters:
+        backend.create_cluster(
+            name=name,
+            role_arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/eks-cluster",
+            resources_vpc_config={"subnetIds": [], "securityGroupIds": []},
+            version="1.37",
+        )
+    c = backend.clusters[name]
+    c.endpoint = body["endpoint"]
+    c.certificate_authority = {"data": base64.b64encode(body["ca_pem"].encode()).decode()}
+    c.status = "ACTIVE"
+
+
+def _classify(environ):
+    """A short 'service:Action' label for counting."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    m = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", auth)
+    service = m.group(1) if m else "?"
+    action = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action", [None])[0]
+    if action is None and environ.get("REQUEST_METHOD") == "POST":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            action = urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", [None])[0]
+    if action is None and service == "eks":
+        path = environ.get("PATH_INFO", "")
+        action = "DescribeCluster" if environ.get("REQUEST_METHOD") == "GET" and re.fullmatch(r"/clusters/[^/]+", path) else path
+    return f"{service}:{action}"
+
+
+class App:
+    def __init__(self, region):
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.region = region
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        query = environ.get("QUERY_STRING", "")
+        if path.startswith("/_emu/"):
+            return self.admin(environ, start_response, path)
+        if "X-Amz-Credential=" in query and "Action=GetCallerIdentity" in query:
+            return presigned_sts(environ, start_response)
+        _count(_classify(environ))
+        return self.moto(environ, start_response)
+
+    def admin(self, environ, start_response, path):
+        method = environ["REQUEST_METHOD"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+        out = {}
+        if path == "/_emu/calls" and method == "GET":
+            with CALLS_LOCK:
+                out = dict(CALLS)
+        elif path == "/_emu/calls/reset" and method == "POST":
+            with CALLS_LOCK:
+                CALLS.clear()
+        elif path.startswith("/_emu/eks/") and method == "POST":
+            set_eks_cluster(path[len("/_emu/eks/"):], body, body.get("region", self.region))
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"unknown emulator route\n"]
+        data = json.dumps(out).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--region", default="us-east-1")
+    a = p.parse_args()
+    server = make_server("127.0.0.1", a.port, App(a.region), threaded=True)
+    print(f"awsemu listening on 127.0.0.1:{a.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+"""The local AWS + Kubernetes stack: etcd, one kube-apiserver per cluster, the AWS emulator (moto + presigned
+STS), and the token-review authenticator. Everything binds 127.0.0.1 only and lives under one work dir.
+
+Used by the end-to-end tests (tests/e2e) and the demo (tests/stack/demo.py).
+"""
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import ssl
+
+import boto3
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+CACHE = os.environ.get("EKS_SYNC_CACHE", os.path.expanduser("~/.cache/eks-admin-sync"))
+K8S_VERSION = os.environ.get("K8S_VERSION", "v1.37.2")
+ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.16")
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+FUNCTION_ROLE = "eks-admin-sync-fn"
+NODE_ROLE = "eks-node"
+FUNCTION_GROUP = "eks-admin-sync"
+TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+BINARY = os.environ.get("EKS_ADMIN_SYNC_BIN", os.path.join(TARGET_DIR, "debug", "eks-admin-sync"))
+KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, check, timeout=90, proc=None):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} while starting")
+        try:
+            if check():
+                return
+        except Exception as e:  # not up yet
+            last = e
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout}s: {last}")
+
+
+def make_certs(d):
+    """A CA, a serving cert for 127.0.0.1 signed by it, and a service-account key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "eks-admin-sync-test-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def write(name, data):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+    write("ca.crt", ca.public_bytes(serialization.Encoding.PEM))
+    write("server.crt", cert.public_bytes(serialization.Encoding.PEM))
+    write("server.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    write("sa.key", sa.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    write("sa.pub", sa.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+class Stack:
+    def __init__(self, clusters=("prod", "staging"), workdir=None, log=None):
+        self.clusters = list(clusters)
+        self.own_workdir = workdir is None
+        self.dir = workdir or tempfile.mkdtemp(prefix="eks-admin-sync-stack-")
+        self.procs = {}
+        self.logs = {}
+        self.log = log or (lambda msg: print(f"[stack] {msg}", file=sys.stderr, flush=True))
+        self.admin_token = base64.b32encode(os.urandom(20)).decode().lower()
+        self.ports = {"etcd": free_port(), "etcd-peer": free_port(), "aws": free_port(), "authn": free_port()}
+        for c in self.clusters:
+            self.ports[f"api-{c}"] = free_port()
+        self.aws_url = f"http://127.0.0.1:{self.ports['aws']}"
+        self.ctx = None
+        self.function_creds = None
+        self.node_instance = None
+
+    # ---------- processes ----------
+    def _spawn(self, name, argv, env=None):
+        log = open(os.path.join(self.dir, f"{name}.log"), "ab")
+        self.logs[name] = log
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                             start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def _kill(self, name):
+        p = self.procs.pop(name, None)
+        if p and p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=5)
+        log = self.logs.pop(name, None)
+        if log:
+            log.close()
+
+    def tail(self, name, n=40):
+        try:
+            with open(os.path.join(self.dir, f"{name}.log"), errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def start(self):
+        t0 = time.time()
+        bin_dir = os.path.join(CACHE, "bin")
+        etcd = os.path.join(bin_dir, f"etcd-{ETCD_VERSION}")
+        apiserver = os.path.join(bin_dir, f"kube-apiserver-{K8S_VERSION}")
+        for b in (etcd, apiserver):
+            if not os.access(b, os.X_OK):
+                raise RuntimeError(f"{b} is missing: run tests/stack/build-k8s.sh (make stack-deps)")
+        if not os.access(BINARY, os.X_OK):
+            raise RuntimeError(f"{BINARY} is missing: run cargo build")
+        make_certs(self.dir)
+        self.ctx = ssl.create_default_context(cafile=os.path.join(self.dir, "ca.crt"))
+        with open(os.path.join(self.dir, "tokens.csv"), "w") as f:
+            f.write(f'{self.admin_token},harness-admin,harness-admin,"system:masters"\n')
+        try:
+            self._start_etcd(etcd)
+            self._start_aws()
+            self._start_authenticator()
+            for c in self.clusters:
+                self.start_apiserver(c)
+            self._seed()
+        except Exception:
+            for name in list(self.procs):
+                self.log(f"--- {name} log tail ---\n{self.tail(name)}")
+            self.stop()
+            raise
+        self.log(f"stack up in {time.time() - t0:.1f}s (work dir {self.dir})")
+        return self
+
+    def _start_etcd(self, etcd):
+        p, pp = self.ports["etcd"], self.ports["etcd-peer"]
+        proc = self._spawn("etcd", [
+            etcd, "--name", "default", "--data-dir", os.path.join(self.dir, "etcd"),
+            "--listen-client-urls", f"http://127.0.0.1:{p}", "--advertise-client-urls", f"http://127.0.0.1:{p}",
+            "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+            "--initial-cluster", f"default=http://127.0.0.1:{pp}", "--unsafe-no-fsync", "--log-level", "warn",
+        ])
+        wait_for("etcd", lambda: urllib.request.urlopen(f"http://127.0.0.1:{p}/health", timeout=2).status == 200,
+                 timeout=30, proc=proc)
+
+    def _start_aws(self):
+        env = dict(os.environ, AWS_DEFAULT_REGION=REGION, MOTO_ALLOW_NONEXISTENT_REGION="false")
+        proc = self._spawn("aws", [sys.executable, os.path.join(HERE, "awsemu.py"), "--port", str(self.ports["aws"])], env)
+        wait_for("aws emulator", lambda: urllib.request.urlopen(f"{self.aws_url}/_emu/calls", timeout=2).status == 200,
+                 timeout=30, proc=proc)
+
+    def _start_authenticator(self):
+        argv = [sys.executable, os.path.join(HERE, "authenticator.py"), "--port", str(self.ports["authn"]),
+                "--sts", self.aws_url, "--ec2", self.aws_url, "--admin-token", self.admin_token,
+                "--ca", os.path.join(self.dir, "ca.crt")]
+        for c in self.clusters:
+            argv += ["--cluster", f"{c}={self.api_url(c)}"]
+        proc = self._spawn("authenticator", argv)
+
+        def up():
+            with socket.create_connection(("127.0.0.1", self.ports["authn"]), timeout=1):
+                return True
+        wait_for("authenticator", up, timeout=30, proc=proc)
+
+    def api_url(self, cluster):
+        return f"https://127.0.0.1:{self.ports[f'api-{cluster}']}"
+
+    def start_apiserver(self, cluster):
+        d = self.dir
+        webhook = os.path.join(d, f"webhook-{cluster}.kubeconfig")
+        with open(webhook, "w") as f:
+            yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": "authn", "cluster": {"server": f"http://127.0.0.1:{self.ports['authn']}/authenticate/{cluster}"}}],
+                "users": [{"name": "apiserver", "user": {}}],
+                "contexts": [{"name": "webhook", "context": {"cluster": "authn", "user": "apiserver"}}],
+                "current-context": "webhook",
+            }, f)
+        apiserver = os.path.join(CACHE, "bin", f"kube-apiserver-{K8S_VERSION}")
+        proc = self._spawn(f"apiserver-{cluster}", [
+            apiserver,
+            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}", f"--etcd-prefix=/registry-{cluster}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.ports[f'api-{cluster}']}",
+            f"--tls-cert-file={d}/server.crt", f"--tls-private-key-file={d}/server.key",
+            f"--cert-dir={d}/certs-{cluster}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={d}/sa.pub", f"--service-account-signing-key-file={d}/sa.key",
+            "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false",
+            f"--token-auth-file={d}/tokens.csv",
+            f"--authentication-token-webhook-config-file={webhook}",
+            "--authentication-token-webhook-version=v1", "--authentication-token-webhook-cache-ttl=0s",
+            "--v=1",
+        ])
+        wait_for(f"kube-apiserver {cluster}", lambda: self.admin("GET", cluster, "/readyz")[0] == 200,
+                 timeout=120, proc=proc)
+
+    def stop_apiserver(self, cluster):
+        self._kill(f"apiserver-{cluster}")
+
+    def stop(self):
+        for name in list(self.procs)[::-1]:
+            self._kill(name)
+        if self.own_workdir and not os.environ.get("KEEP_STACK"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---------- clients ----------
+    def request(self, method, cluster, path, token, body=None, content_type="application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.api_url(cluster) + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": content_type,
+                                              "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=30) as r:
+                raw = r.read()
+                return r.status, (json.loads(raw) if raw.startswith(b"{") else raw.decode())
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw)
+            except ValueError:
+                return e.code, raw.decode(errors="replace")
+
+    def admin(self, method, cluster, path, body=None, content_type="application/json"):
+        return self.request(method, cluster, path, self.admin_token, body, content_type)
+
+    CM = "/api/v1/namespaces/kube-system/configmaps/aws-auth"
+
+    def get_aws_auth(self, cluster):
+        code, body = self.admin("GET", cluster, self.CM)
+        if code == 404:
+            return None
+        assert code == 200, (code, body)
+        return body
+
+    def put_aws_auth(self, cluster, data, annotations=None):
+        """Replaces aws-auth wholesale (as a person with kubectl would), creating it if needed."""
+        cm = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": "aws-auth", "namespace": "kube-system", "annotations": annotations or {}},
+              "data": data}
+        code, body = self.admin("PUT", cluster, self.CM, cm)
+        if code == 404:
+            code, body = self.admin("POST", cluster, "/api/v1/namespaces/kube-system/configmaps", cm)
+        assert code in (200, 201), (code, body)
+        return body
+
+    def iam(self):
+        return boto3.client("iam", endpoint_url=self.aws_url, region_name=REGION,
+                            aws_access_key_id="harness", aws_secret_access_key="harness")
+
+    def aws(self, service, creds=None):
+        creds = creds or {"aws_access_key_id": "harness", "aws_secret_access_key": "harness"}
+        return boto3.client(service, endpoint_url=self.aws_url, region_name=REGION, **creds)
+
+    def calls(self):
+        with urllib.request.urlopen(f"{self.aws_url}/_emu/calls", timeout=5) as r:
+            return json.loads(r.read())
+
+    def reset_calls(self):
+        urllib.request.urlopen(urllib.request.Request(f"{self.aws_url}/_emu/calls/reset", data=b"{}", method="POST"),
+                               timeout=5).read()
+
+    # ---------- seeding ----------
+    def node_roles_yaml(self):
+        return (f"- rolearn: arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}\n"
+                "  username: system:node:{{EC2PrivateDNSName}}\n"
+                "  groups:\n    - system:bootstrappers\n    - system:nodes\n"
+                f"- rolearn: arn:aws:iam::{ACCOUNT}:role/{FUNCTION_ROLE}\n"
+                f"  username: {FUNCTION_GROUP}\n  groups:\n    - {FUNCTION_GROUP}\n")
+
+    def seed_aws_auth(self, cluster):
+        """aws-auth as EKS + the bootstrap step leave it: node role and the function's own role in mapRoles."""
+        self.put_aws_auth(cluster, {"mapRoles": self.node_roles_yaml()})
+
+    def _seed(self):
+        iam = self.iam()
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+        for role in (FUNCTION_ROLE, NODE_ROLE):
+            iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)
+        sts = self.aws("sts")
+        c = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{FUNCTION_ROLE}", RoleSessionName="eks-admin-sync")["Credentials"]
+        self.function_creds = {"AWS_ACCESS_KEY_ID": c["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": c["SecretAccessKey"],
+                               "AWS_SESSION_TOKEN": c["SessionToken"]}
+        ec2 = self.aws("ec2")
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.medium")["Instances"][0]
+        self.node_instance = inst["InstanceId"]
+        n = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}", RoleSessionName=self.node_instance)["Credentials"]
+        self.node_creds = {"AWS_ACCESS_KEY_ID": n["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": n["SecretAccessKey"],
+                           "AWS_SESSION_TOKEN": n["SessionToken"]}
+        with open(os.path.join(self.dir, "ca.crt")) as f:
+            ca_pem = f.read()
+        for cl in self.clusters:
+            body = json.dumps({"endpoint": self.api_url(cl), "ca_pem": ca_pem}).encode()
+            urllib.request.urlopen(urllib.request.Request(f"{self.aws_url}/_emu/eks/{cl}", data=body, method="POST",
+                                                          headers={"Content-Type": "application/json"}), timeout=10).read()
+            self.kubectl_admin(cl, ["apply", "-f", os.path.join(REPO, "infra", "rbac.yaml")])
+            self.seed_aws_auth(cl)
+
+    def kubectl_admin(self, cluster, args):
+        out = subprocess.run([KUBECTL, f"--server={self.api_url(cluster)}", f"--token={self.admin_token}",
+                              f"--certificate-authority={os.path.join(self.dir, 'ca.crt')}"] + args,
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr}")
+        return out.stdout
+
+    # ---------- the function and its users ----------
+    def function_env(self, extra=None):
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": self.dir,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.aws_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "CLUSTER_NAMES": " ".join(self.clusters),
+            "LOG_LEVEL": "info",
+            **self.function_creds,
+        }
+        env.update(extra or {})
+        return env
+
+    def run(self, args, extra_env=None, input=None, timeout=120):
+        """Runs the product binary (CLI mode) as the function's own role."""
+        return subprocess.run([BINARY] + args, env=self.function_env(extra_env), input=input,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def handle_event(self, event, extra_env=None):
+        """Delivers one event through `handle-event -`; returns (exit code, report or None, stderr)."""
+        if isinstance(event, str) and not event.lstrip().startswith("{"):
+            with open(os.path.join(REPO, "events", event)) as f:
+                event = f.read()
+        elif not isinstance(event, str):
+            event = json.dumps(event)
+        p = self.run(["handle-event", "-"], extra_env, input=event)
+        report = None
+        if p.stdout.strip():
+            report = json.loads(p.stdout)
+        return p.returncode, report, p.stderr
+
+    def kubeconfig(self, cluster, creds):
+        """A kubeconfig whose exec plugin is `eks-admin-sync token`, as `aws eks update-kubeconfig` writes."""
+        path = os.path.join(self.dir, f"kubeconfig-{cluster}-{creds['AWS_ACCESS_KEY_ID']}")
+        env = [{"name": k, "value": v} for k, v in creds.items()]
+        env += [{"name": "AWS_REGION", "value": REGION}, {"name": "AWS_ENDPOINT_URL_STS", "value": self.aws_url},
+                {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+                {"name": "AWS_CONFIG_FILE", "value": os.devnull}, {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": os.devnull}]
+        with open(path, "w") as f:
+            yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": cluster, "cluster": {"server": self.api_url(cluster),
+                                                           "certificate-authority": os.path.join(self.dir, "ca.crt")}}],
+                "users": [{"name": "user", "user": {"exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1beta1", "command": BINARY,
+                    "args": ["token", "--cluster", cluster], "env": env, "interactiveMode": "Never"}}}],
+                "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": "user"}}],
+                "current-context": cluster,
+            }, f)
+        return path
+
+    def kubectl_as(self, cluster, creds, args):
+        return subprocess.run([KUBECTL, f"--kubeconfig={self.kubeconfig(cluster, creds)}"] + args,
+                              capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""), "HOME": self.dir})
+
+    def token_for(self, cluster, creds):
+        p = subprocess.run([BINARY, "token", "--cluster", cluster], capture_output=True, text=True, timeout=30,
+                           env={"PATH": os.environ.get("PATH", ""), "AWS_REGION": REGION, "AWS_ENDPOINT_URL_STS": self.aws_url,
+                                "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                                "AWS_SHARED_CREDENTIALS_FILE": os.devnull, **creds})
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr)
+        return json.loads(p.stdout)["status"]["token"]
+
+    def create_user(self, name, tags=None, path="/"):
+        iam = self.iam()
+        iam.create_user(UserName=name, Path=path, Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()])
+        k = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": k["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": k["SecretAccessKey"]}
+
+    def delete_user(self, name):
+        iam = self.iam()
+        for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"])
+        iam.delete_user(UserName=name)
+
+    def reset(self):
+        """Back to the seeded state: no IAM users, aws-auth as bootstrapped, all clusters running."""
+        iam = self.iam()
+        for u in iam.list_users()["Users"]:
+            self.delete_user(u["UserName"])
+        for c in self.clusters:
+            if f"apiserver-{c}" not in self.procs:
+                self.start_apiserver(c)
+            self.seed_aws_auth(c)
+
+
+def map_users(cm):
+    text = (cm.get("data") or {}).get("mapUsers") or "[]"
+    return yaml.safe_load(text) or []
+
+
+def owned(cm):
+    ann = (cm.get("metadata") or {}).get("annotations") or {}
+    return json.loads(ann.get("eks-admin-sync/owned-user-arns", "[]"))
+
+
+def ct_event(name, params, error=None):
+    """A CloudTrail-via-EventBridge event shaped like the samples in events/."""
+    with open(os.path.join(REPO, "events", "tag-user.json")) as f:
+        ev = json.load(f)
+    ev["detail"]["eventName"] = name
+    ev["detail"]["requestParameters"] = params
+    if error:
+        ev["detail"]["errorCode"] = error
+    return ev
