@@ -20,8 +20,22 @@ use tokio::sync::Mutex;
 
 pub const FIELD_MANAGER: &str = "eks-admin-sync";
 /// Attempts at read → plan → write before giving up on conflicts.
-pub const MAX_ATTEMPTS: u32 = 6;
+pub const MAX_ATTEMPTS: u32 = 10;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// "Full jitter" backoff: a random wait up to min(cap, base * 2^(attempt-1)), so that writers that
+/// collided once do not collide again in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let fraction = (h.finish() % 1000) as u32;
+    ceiling * fraction / 1000
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -195,7 +209,7 @@ pub async fn sync_aws_auth(
                     "aws-auth changed since it was read; re-reading"
                 );
                 if attempt < MAX_ATTEMPTS {
-                    tokio::time::sleep(BACKOFF_BASE * 2u32.pow(attempt - 1)).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
             Err((e, op)) => return Err(api_error(cluster, op, e)),
@@ -322,4 +336,22 @@ pub fn build_client(info: &ClusterInfo, token: String) -> Result<Client, String>
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));
     Client::try_from(config).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let ceiling = (BACKOFF_BASE * 2u32.pow(attempt - 1)).min(BACKOFF_MAX);
+            for _ in 0..50 {
+                assert!(backoff(attempt) <= ceiling);
+            }
+        }
+        // Jitter: not every draw is the same.
+        let draws: std::collections::BTreeSet<Duration> = (0..50).map(|_| backoff(5)).collect();
+        assert!(draws.len() > 1);
+    }
 }

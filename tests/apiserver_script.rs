@@ -225,7 +225,7 @@ async fn dry_run_reads_but_never_writes() {
     assert!(h.next_request().await.is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn endless_conflicts_give_up_after_bounded_attempts() {
     let (client, mut h) = client();
     let server = tokio::spawn(async move {

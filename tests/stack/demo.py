@@ -1,0 +1,114 @@
+"""`make demo`: the seed scenario, step by step, against the local stack (nothing leaves 127.0.0.1)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
+from stack import BINARY, REPO, Stack  # noqa: E402
+
+BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
+step_no = 0
+
+
+def step(title):
+    global step_no
+    step_no += 1
+    print(f"\n{BOLD}== {step_no}. {title}{RESET}", flush=True)
+
+
+def show(text, indent="    "):
+    for line in text.rstrip("\n").splitlines():
+        print(f"{indent}{line}")
+
+
+def expect(ok, what):
+    print(f"    {GREEN + 'OK' if ok else RED + 'UNEXPECTED'}{RESET}: {what}", flush=True)
+    if not ok:
+        raise SystemExit(f"demo failed at step {step_no}: {what}")
+
+
+def show_aws_auth(stack):
+    cm = stack.get_aws_auth("prod")
+    for key in ("mapRoles", "mapUsers"):
+        if key in cm.get("data", {}):
+            print(f"    {DIM}data.{key}:{RESET}")
+            show(cm["data"][key], "      ")
+    ann = cm["metadata"].get("annotations", {}).get("eks-admin-sync/owned-user-arns")
+    if ann:
+        print(f"    {DIM}annotation eks-admin-sync/owned-user-arns:{RESET} {ann}")
+
+
+def main():
+    stack = Stack(clusters=("prod",))
+    step("Start the local stack: etcd + kube-apiserver (EKS-style IAM authentication), moto, authenticator")
+    t0 = time.time()
+    stack.start()
+    code, version = stack.admin("GET", "prod", "/version")
+    print(f"    cluster 'prod' at {stack.api_url('prod')} (Kubernetes {version.get('gitVersion')}), "
+          f"AWS emulator at {stack.aws_url}, up in {time.time() - t0:.1f}s")
+    rt = RuntimeApi()
+    fn = None
+    try:
+        step("aws-auth as EKS and the bootstrap step left it (node role + the function's own role)")
+        show_aws_auth(stack)
+
+        step("Create IAM user new-admin-test with an access key")
+        creds = stack.create_user("new-admin-test")
+        print(f"    access key {creds['AWS_ACCESS_KEY_ID']}")
+
+        step("new-admin-test runs `kubectl get all -A` (token from `eks-admin-sync token`, like `aws eks get-token`)")
+        p = stack.kubectl_as("prod", creds, ["get", "all", "-A"])
+        show(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.stdout)
+        expect(p.returncode != 0, "refused: the user is not mapped yet")
+
+        step("Start the function in Lambda mode against a local Lambda Runtime API")
+        fn = subprocess.Popen([BINARY], env=stack.function_env(lambda_env(rt.address) | {"CLUSTER_NAMES": "prod"}),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"    {BINARY} (AWS_LAMBDA_RUNTIME_API={rt.address}, CLUSTER_NAMES=prod)")
+
+        step("Tag the user eks-cluster-admin=true and deliver the CloudTrail TagUser event (events/tag-user.json)")
+        stack.iam().tag_user(UserName="new-admin-test", Tags=[{"Key": "eks-cluster-admin", "Value": "true"}])
+        with open(os.path.join(REPO, "events", "tag-user.json")) as f:
+            kind, result = rt.invoke(json.load(f))
+        if kind == "response":
+            for c in result["clusters"]:
+                summary = {k: c[k] for k in ("cluster", "added", "updated", "removed", "unchanged", "skipped", "written")}
+                show(json.dumps(summary))
+        else:
+            show(json.dumps(result, indent=2))
+        expect(kind == "response" and result["clusters"][0]["added"], "the function added the mapping")
+
+        step("aws-auth after: the new entry in mapUsers, ownership recorded, mapRoles untouched")
+        show_aws_auth(stack)
+
+        step("new-admin-test runs `kubectl get all -A` again")
+        p = stack.kubectl_as("prod", creds, ["get", "all", "-A"])
+        show(p.stdout if p.returncode == 0 else p.stderr)
+        expect(p.returncode == 0, "allowed as system:masters")
+
+        step("Remove the tag and deliver the UntagUser event")
+        stack.iam().untag_user(UserName="new-admin-test", TagKeys=["eks-cluster-admin"])
+        with open(os.path.join(REPO, "events", "untag-user.json")) as f:
+            kind, result = rt.invoke(json.load(f))
+        expect(kind == "response" and result["clusters"][0]["removed"], "the function removed the mapping")
+        time.sleep(1.1)  # a fresh token (the API server caches a valid token for 10 s)
+        p = stack.kubectl_as("prod", creds, ["get", "all", "-A"])
+        show(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.stdout)
+        expect(p.returncode != 0, "refused again: access is gone")
+    finally:
+        if fn is not None:
+            fn.terminate()
+            fn.wait(timeout=10)
+        rt.close()
+        step("Stop the stack")
+        stack.stop()
+    print(f"\n{GREEN}Demo finished in {time.time() - t0:.1f}s.{RESET}")
+
+
+if __name__ == "__main__":
+    main()
