@@ -1,20 +1,30 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
-# Built tools (kube-apiserver, etcd) and the Python venv are cached outside the repo in $(CACHE).
+# Built tools (kube-apiserver, etcd) and the Python venvs are cached outside the repo in $(CACHE).
 
 CACHE ?= $(HOME)/.cache/eks-admin-sync
 VENV := $(CACHE)/venv
 PY := $(VENV)/bin/python
+DEPLOY_VENV := $(CACHE)/sam-venv
+DEPLOY_PY := $(DEPLOY_VENV)/bin/python
 export EKS_SYNC_CACHE := $(CACHE)
+# cargo-lambda finds zig through `python -m ziglang`: the deploy venv must come first on PATH for sam build.
+DEPLOY_PATH := $(DEPLOY_VENV)/bin:$(PATH)
 
-.PHONY: all build deps venv k8s test unit e2e demo lint fmt clean-cache
+.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test package demo bench lint fmt clean-cache
 
 all: build
 
 build:
 	cargo build --locked
 
+release:
+	cargo build --locked --release
+
 venv:
 	tests/stack/setup-venv.sh
+
+deploy-venv:
+	tests/stack/setup-venv.sh $(DEPLOY_VENV) infra/requirements-deploy.txt
 
 k8s:
 	tests/stack/build-k8s.sh
@@ -27,11 +37,21 @@ unit:
 e2e: deps build
 	$(PY) -m pytest -q tests/e2e
 
-# Unit, property and scripted-API tests, then the end-to-end suite on the local stack.
-test: unit e2e
+# Lint of both templates, template facts, the arm64 sam build, a deploy to the local CloudFormation.
+deploy-test: deploy-venv venv
+	PATH="$(DEPLOY_PATH)" $(DEPLOY_PY) -m pytest -q -s tests/deploy
+
+# Unit, property and scripted-API tests, the end-to-end suite on the local stack, the deployment checks.
+test: unit e2e deploy-test
 
 demo: deps build
 	$(PY) tests/stack/demo.py
+
+package: deploy-venv
+	PATH="$(DEPLOY_PATH)" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 sam build --beta-features -t template.yaml
+
+bench: deps release package
+	$(PY) tests/bench/bench.py
 
 lint:
 	cargo fmt --all -- --check

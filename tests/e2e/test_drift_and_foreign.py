@@ -130,3 +130,19 @@ def test_foreign_entries_survive_many_operations(stack):
     assert info["username"].startswith("system:node:ip-"), info
     assert "system:nodes" in info["groups"]
     assert f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}" in info["extra"]["canonicalArn"]
+
+
+def test_full_reconcile_pages_through_iam(stack):
+    """IAM pages GetAccountAuthorizationDetails; with 2 users a page, 5 users take 3 calls and none is lost."""
+    stack.emu("/_emu/iam/page-cap", {"cap": 2})
+    names = [f"pager{i}" for i in range(5)]
+    for n in names:
+        stack.create_user(n, {"eks-cluster-admin": "true" if n != "pager3" else "false"})
+    stack.reset_calls()
+    rc, report, err = stack.handle_event("scheduled.json")
+    assert rc == 0, err
+    calls = stack.calls()
+    assert calls.get("iam:GetAccountAuthorizationDetails(MaxItems=1000)") == 3, calls
+    assert "iam:GetUser" not in calls and "iam:ListUsers" not in calls, calls
+    want = sorted(f"arn:aws:iam::{ACCOUNT}:user/{n}" for n in names if n != "pager3")
+    assert sorted(report["clusters"][0]["added"]) == want

@@ -48,6 +48,7 @@ def test_tag_grants_admin_untag_revokes_in_lambda_mode(stack, tmp_path):
 
         # A warm invocation of the same event: nothing to change, and only 1 IAM read, no DescribeCluster.
         stack.reset_calls()
+        seen = {c: len(stack.function_requests(c)) for c in ("prod", "staging")}
         kind, result = rt.invoke(load("tag-user.json"))
         assert kind == "response", result
         assert all(c["unchanged"] == 1 and not c["written"] for c in result["clusters"])
@@ -55,6 +56,9 @@ def test_tag_grants_admin_untag_revokes_in_lambda_mode(stack, tmp_path):
         assert calls.get("iam:GetUser") == 1, calls
         assert "eks:DescribeCluster" not in calls, calls
         assert not any(k.startswith("sts:") for k in calls), f"tokens are signed locally: {calls}"
+        for c in ("prod", "staging"):
+            reqs = stack.function_requests(c)[seen[c]:]
+            assert [(v, r, n) for v, r, n, _ in reqs] == [("get", "configmaps", "aws-auth")], reqs
 
         stack.iam().untag_user(UserName="new-admin-test", TagKeys=["eks-cluster-admin"])
         kind, result = rt.invoke(load("untag-user.json"))

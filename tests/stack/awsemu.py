@@ -6,6 +6,11 @@
   the key's owner, or is a 403 (SignatureDoesNotMatch, InvalidClientTokenId, ExpiredToken).
 - /_emu/eks/<name> (POST) points a moto EKS cluster at a real local API server (endpoint + CA), so the
   function's DescribeCluster path is exactly the production one.
+- IAM GetAccountAuthorizationDetails with Filter=User is paged as real IAM pages it (MaxItems honoured,
+  at most 1000 a page, Marker), which stock moto ignores; so call counts here hold on real IAM.
+  /_emu/iam/page-cap (POST {"cap": N}) lowers the page size further, to exercise paging with few users.
+- /_emu/iam/bulk-users (POST {"prefix", "count", "tagged", "tag_key", "tag_value"}) creates many users
+  in-process (benchmarks).
 - /_emu/calls (GET) and /_emu/calls/reset (POST): per-service/action request counts, for tests and benchmarks.
 
 Run: python awsemu.py --port N   (binds 127.0.0.1 only)
@@ -20,6 +25,7 @@ import re
 import threading
 import urllib.parse
 from collections import Counter
+from xml.sax.saxutils import escape
 
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -175,6 +181,54 @@ def set_eks_cluster(name, body, region):
     c.status = "ACTIVE"
 
 
+IAM_PAGE_CAP = [1000]
+IAM_DEFAULT_MAX_ITEMS = 100
+
+
+def _iam_backend():
+    from moto.iam.models import iam_backends
+
+    return iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+
+def authorization_details_users(form, start_response):
+    """GetAccountAuthorizationDetails(Filter=[User]) paged like real IAM."""
+    params = dict(form)
+    max_items = min(int(params.get("MaxItems") or IAM_DEFAULT_MAX_ITEMS), 1000, IAM_PAGE_CAP[0])
+    _count(f"iam:GetAccountAuthorizationDetails(MaxItems={params.get('MaxItems')})")
+    start = int(params.get("Marker") or 0)
+    backend = _iam_backend()
+    users = sorted(backend.users.values(), key=lambda u: u.name)
+    page = users[start:start + max_items]
+    truncated = start + max_items < len(users)
+    members = []
+    for u in page:
+        tags = "".join(f"<member><Key>{escape(t['Key'])}</Key><Value>{escape(t['Value'])}</Value></member>"
+                       for t in backend.tagger.list_tags_for_resource(u.arn)["Tags"])
+        members.append(
+            f"<member><Path>{escape(u.path)}</Path><UserName>{escape(u.name)}</UserName><UserId>{u.id}</UserId>"
+            f"<Arn>{escape(u.arn)}</Arn><CreateDate>{u.create_date.strftime('%Y-%m-%dT%H:%M:%SZ')}</CreateDate>"
+            f"<UserPolicyList/><GroupList/><AttachedManagedPolicies/><Tags>{tags}</Tags></member>")
+    marker = f"<Marker>{start + max_items}</Marker>" if truncated else ""
+    body = (
+        '<GetAccountAuthorizationDetailsResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+        f"<GetAccountAuthorizationDetailsResult><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{marker}"
+        f"<UserDetailList>{''.join(members)}</UserDetailList><GroupDetailList/><RoleDetailList/><Policies/>"
+        "</GetAccountAuthorizationDetailsResult><ResponseMetadata><RequestId>emu</RequestId></ResponseMetadata>"
+        "</GetAccountAuthorizationDetailsResponse>"
+    ).encode()
+    start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def bulk_users(body, region):
+    backend = _iam_backend()
+    prefix, count, tagged = body.get("prefix", "bulk"), int(body["count"]), int(body.get("tagged", 0))
+    for i in range(count):
+        tags = [{"Key": body.get("tag_key", "eks-cluster-admin"), "Value": body.get("tag_value", "true")}] if i < tagged else []
+        backend.create_user(region_name=region, user_name=f"{prefix}{i:05d}", path="/", tags=tags)
+
+
 def _classify(environ):
     """A short 'service:Action' label for counting."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -186,7 +240,8 @@ def _classify(environ):
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
         if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-            action = urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", [None])[0]
+            environ["emu.form"] = urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
+            action = dict(environ["emu.form"]).get("Action")
     if action is None and service == "eks":
         path = environ.get("PATH_INFO", "")
         action = "DescribeCluster" if environ.get("REQUEST_METHOD") == "GET" and re.fullmatch(r"/clusters/[^/]+", path) else path
@@ -205,7 +260,11 @@ class App:
             return self.admin(environ, start_response, path)
         if "X-Amz-Credential=" in query and "Action=GetCallerIdentity" in query:
             return presigned_sts(environ, start_response)
-        _count(_classify(environ))
+        label = _classify(environ)
+        form = environ.get("emu.form") or []
+        if label == "iam:GetAccountAuthorizationDetails" and [v for k, v in form if k.startswith("Filter.member")] == ["User"]:
+            return authorization_details_users(form, start_response)
+        _count(label)
         return self.moto(environ, start_response)
 
     def admin(self, environ, start_response, path):
@@ -219,6 +278,10 @@ class App:
         elif path == "/_emu/calls/reset" and method == "POST":
             with CALLS_LOCK:
                 CALLS.clear()
+        elif path == "/_emu/iam/page-cap" and method == "POST":
+            IAM_PAGE_CAP[0] = int(body.get("cap", 1000))
+        elif path == "/_emu/iam/bulk-users" and method == "POST":
+            bulk_users(body, self.region)
         elif path.startswith("/_emu/eks/") and method == "POST":
             set_eks_cluster(path[len("/_emu/eks/"):], body, body.get("region", self.region))
         else:

@@ -1,0 +1,195 @@
+"""`make bench`: the figures Lambda users pay for, measured and printed (table on stdout, JSON in
+target/bench.json). Targets are goals for the code, reported as met or not; nothing here is a test.
+
+1. Init: release binary, process start → first GET /runtime/invocation/next on a local Runtime API stub,
+   median of N starts; peak RSS (VmHWM) at that moment.
+2. One tag event, warm: calls counted at the AWS emulator and in the API server's audit log.
+3. Full reconcile: 10 000 IAM users, 300 tagged, 2 clusters: calls counted (IAM paged as real IAM pages).
+4. Plan on aws-auth with 3 000 mapUsers + 1 000 mapRoles: criterion (parse + plan + render).
+5. Deployment package: the arm64 bootstrap from `sam build`, zipped.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "stack"))
+
+from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
+from stack import REPO, TARGET_DIR, Stack, ct_event  # noqa: E402
+
+RELEASE_BIN = os.path.join(TARGET_DIR, "release", "eks-admin-sync")
+STARTS = int(os.environ.get("BENCH_STARTS", "25"))
+results = {}
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": os.uname().release}
+
+
+def vm_hwm_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return None
+
+
+def bench_init():
+    rt = RuntimeApi()
+    env = {"PATH": os.environ.get("PATH", ""), "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDBENCH",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_SESSION_TOKEN": "bench", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "CLUSTER_NAMES": "prod staging",
+           **lambda_env(rt.address)}
+    times, rss = [], []
+    for _ in range(STARTS):
+        n = len(rt.polls)
+        t0 = time.monotonic()
+        p = subprocess.Popen([RELEASE_BIN], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while len(rt.polls) == n:
+            if p.poll() is not None:
+                raise RuntimeError("the function exited during init")
+            time.sleep(0.0002)
+        times.append((rt.polls[n] - t0) * 1000)
+        rss.append(vm_hwm_kb(p.pid) / 1024)
+        p.kill()
+        p.wait()
+    rt.close()
+    results["init"] = {"starts": STARTS, "median_ms": statistics.median(times), "min_ms": min(times),
+                       "max_ms": max(times), "peak_rss_mb_median": statistics.median(rss), "peak_rss_mb_max": max(rss)}
+
+
+def bench_stack():
+    s = Stack(clusters=("prod", "staging")).start()
+    try:
+        # One tag event, warm: the same Lambda process handles a first event (cold caches) then the measured one.
+        s.create_user("bench-admin", {"eks-cluster-admin": "true"})
+        rt = RuntimeApi()
+        p = subprocess.Popen([RELEASE_BIN], env=s.function_env(lambda_env(rt.address)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ev = ct_event("TagUser", {"userName": "bench-admin", "tags": [{"key": "eks-cluster-admin", "value": "true"}]})
+            kind, _ = rt.invoke(ev)
+            assert kind == "response"
+            s.iam().untag_user(UserName="bench-admin", TagKeys=["eks-cluster-admin"])
+            s.iam().tag_user(UserName="bench-admin", Tags=[{"Key": "eks-cluster-admin", "Value": "prod"}])
+            s.reset_calls()
+            seen = {c: len(s.function_requests(c)) for c in s.clusters}
+            t0 = time.monotonic()
+            kind, result = rt.invoke(ev)
+            wall = (time.monotonic() - t0) * 1000
+            assert kind == "response", result
+            calls = s.calls()
+            api = {c: [r[0] for r in s.function_requests(c)[seen[c]:]] for c in s.clusters}
+            results["tag_event_warm"] = {
+                "iam_reads": sum(v for k, v in calls.items() if k.startswith("iam:")),
+                "describe_cluster": calls.get("eks:DescribeCluster", 0),
+                "sts_calls": sum(v for k, v in calls.items() if k.startswith("sts:")),
+                "api_requests_per_cluster": api, "wall_ms": wall,
+                "note": "the tag moved from true to prod: staging removes, prod updates nothing"}
+        finally:
+            p.terminate()
+            p.wait()
+            rt.close()
+
+        # Full reconcile at scale.
+        t0 = time.monotonic()
+        s.emu("/_emu/iam/bulk-users", {"prefix": "user", "count": 10000, "tagged": 300})
+        created = time.monotonic() - t0
+        s.reset_calls()
+        t0 = time.monotonic()
+        out = subprocess.run([RELEASE_BIN, "handle-event", os.path.join(REPO, "events", "scheduled.json")],
+                             env=s.function_env(), capture_output=True, text=True, timeout=600)
+        wall = time.monotonic() - t0
+        assert out.returncode == 0, out.stderr[-2000:]
+        report = json.loads(out.stdout)
+        calls = s.calls()
+        results["full_reconcile"] = {
+            "iam_users": 10001, "tagged": 301, "clusters": 2,
+            "iam_calls": sum(v for k, v in calls.items() if k.startswith("iam:")),
+            "iam_pages": calls.get("iam:GetAccountAuthorizationDetails(MaxItems=1000)", 0),
+            "describe_cluster": calls.get("eks:DescribeCluster", 0),
+            "added_per_cluster": {c["cluster"]: len(c["added"]) for c in report["clusters"]},
+            "wall_s": wall, "setup_s": created}
+    finally:
+        s.stop()
+
+
+def bench_plan():
+    out = subprocess.run(["cargo", "bench", "--locked", "--bench", "plan", "--", "--noplot"], cwd=REPO,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    est = os.path.join(TARGET_DIR, "criterion", "parse+plan+render 3000 users 1000 roles", "new", "estimates.json")
+    with open(est) as f:
+        e = json.load(f)
+    results["plan_big_aws_auth"] = {"mean_ms": e["mean"]["point_estimate"] / 1e6,
+                                    "median_ms": e["median"]["point_estimate"] / 1e6,
+                                    "ci95_ms": [e["mean"]["confidence_interval"]["lower_bound"] / 1e6,
+                                                e["mean"]["confidence_interval"]["upper_bound"] / 1e6]}
+
+
+def bench_package():
+    boot = os.path.join(REPO, ".aws-sam", "build", "Function", "bootstrap")
+    if not os.path.exists(boot):
+        results["package"] = {"error": "no .aws-sam build: run `make package` (sam build) first"}
+        return
+    with open(boot, "rb") as f:
+        head = f.read(20)
+    arch = {183: "arm64", 62: "x86_64"}.get(int.from_bytes(head[18:20], "little"), "?")
+    with tempfile.TemporaryDirectory() as d:
+        z = os.path.join(d, "bootstrap.zip")
+        with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.write(boot, "bootstrap")
+        results["package"] = {"arch": arch, "binary_mb": os.path.getsize(boot) / 2**20, "zipped_mb": os.path.getsize(z) / 2**20}
+
+
+def verdict(ok):
+    return "met" if ok else "NOT MET"
+
+
+def main():
+    results["machine"] = machine()
+    bench_init()
+    bench_stack()
+    bench_plan()
+    bench_package()
+    i, t, f, p, k = (results["init"], results["tag_event_warm"], results["full_reconcile"],
+                     results["plan_big_aws_auth"], results["package"])
+    api_ok = all(v.count("get") == 1 and len([x for x in v if x in ("patch", "update")]) <= 1 and len(v) <= 2
+                 for v in t["api_requests_per_cluster"].values())
+    rows = [
+        ("Init to first Runtime API poll (median of %d)" % i["starts"], f"{i['median_ms']:.1f} ms (min {i['min_ms']:.1f}, max {i['max_ms']:.1f})", "<= 15 ms", verdict(i["median_ms"] <= 15)),
+        ("Peak RSS at first poll", f"{i['peak_rss_mb_max']:.1f} MB", "<= 16 MB", verdict(i["peak_rss_mb_max"] <= 16)),
+        ("Tag event, warm: IAM reads / DescribeCluster / STS", f"{t['iam_reads']} / {t['describe_cluster']} / {t['sts_calls']}", "1 / 0 / 0", verdict((t["iam_reads"], t["describe_cluster"], t["sts_calls"]) == (1, 0, 0))),
+        ("Tag event, warm: API requests per cluster", json.dumps(t["api_requests_per_cluster"]), "1 GET + <= 1 write", verdict(api_ok)),
+        ("Full reconcile 10k users/300 tagged/2 clusters: IAM calls", f"{f['iam_calls']} ({f['iam_pages']} pages of 1000)", "<= 12", verdict(f["iam_calls"] <= 12)),
+        ("Full reconcile wall time", f"{f['wall_s']:.2f} s", "reported", "-"),
+        ("Parse+plan+render 3000 mapUsers + 1000 mapRoles", f"{p['mean_ms']:.2f} ms (median {p['median_ms']:.2f})", "<= 10 ms", verdict(p["mean_ms"] <= 10)),
+        ("Deployment package (%s, zipped)" % k.get("arch", "?"), f"{k['zipped_mb']:.2f} MB (binary {k['binary_mb']:.2f} MB)" if "zipped_mb" in k else k["error"], "<= 8 MB", verdict(k.get("zipped_mb", 99) <= 8 and k.get("arch") == "arm64")),
+    ]
+    w = [max(len(r[c]) for r in rows) for c in range(4)]
+    print(f"\neks-admin-sync benchmarks on {results['machine']['cpu']} ({results['machine']['cores']} cores)\n")
+    print("  ".join(h.ljust(w[c]) for c, h in enumerate(["FIGURE", "VALUE", "TARGET", "VERDICT"])))
+    for r in rows:
+        print("  ".join(r[c].ljust(w[c]) for c in range(4)))
+    os.makedirs(TARGET_DIR, exist_ok=True)
+    with open(os.path.join(TARGET_DIR, "bench.json"), "w") as fjson:
+        json.dump(results, fjson, indent=2)
+    print(f"\nJSON: {os.path.join(TARGET_DIR, 'bench.json')}")
+
+
+if __name__ == "__main__":
+    main()
