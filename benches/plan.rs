@@ -93,5 +93,47 @@ fn parse_plan_render(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse_plan_render);
+/// The stages apart, to see where the time goes.
+fn stages(c: &mut Criterion) {
+    let (cm, desired) = big_configmap();
+    let data = cm.data.as_ref().unwrap();
+    c.bench_function("stage: yaml parse mapUsers", |b| {
+        b.iter(|| {
+            serde_saphyr::from_str::<serde_json::Value>(black_box(&data["mapUsers"])).unwrap()
+        })
+    });
+    c.bench_function("stage: fast parse mapUsers", |b| {
+        b.iter(|| eks_admin_sync::fastyaml::parse(black_box(&data["mapUsers"])).unwrap())
+    });
+    c.bench_function("stage: fast parse mapRoles", |b| {
+        b.iter(|| eks_admin_sync::fastyaml::parse(black_box(&data["mapRoles"])).unwrap())
+    });
+    c.bench_function("stage: AwsAuth::parse", |b| {
+        b.iter(|| AwsAuth::parse(Some(black_box(&cm))).unwrap())
+    });
+    c.bench_function("stage: yaml parse mapRoles", |b| {
+        b.iter(|| {
+            serde_saphyr::from_str::<serde_json::Value>(black_box(&data["mapRoles"])).unwrap()
+        })
+    });
+    let doc = AwsAuth::parse(Some(&cm)).unwrap();
+    c.bench_function("stage: current", |b| b.iter(|| black_box(&doc).current()));
+    let current = doc.current();
+    c.bench_function("stage: plan", |b| {
+        b.iter(|| {
+            plan(
+                black_box(&current),
+                doc.owned(),
+                black_box(&desired),
+                &Scope::All,
+            )
+        })
+    });
+    let p = plan(&current, doc.owned(), &desired, &Scope::All);
+    c.bench_function("stage: render", |b| {
+        b.iter(|| doc.render(cm.data.as_ref(), black_box(&p)).unwrap())
+    });
+}
+
+criterion_group!(benches, parse_plan_render, stages);
 criterion_main!(benches);

@@ -44,6 +44,8 @@ pub enum AwsAuthError {
         "kube-system/aws-auth annotation {OWNED_ANNOTATION} is not a JSON list of ARNs ({0}); fix or remove it, nothing was written"
     )]
     Ownership(String),
+    #[error("cannot render kube-system/aws-auth {what}: {message}; nothing was written")]
+    Render { what: &'static str, message: String },
     #[error(
         "refusing to write kube-system/aws-auth: {what} would be {size} bytes, over the {limit}-byte limit"
     )]
@@ -108,6 +110,9 @@ fn parse_list(key: &'static str, text: &str) -> Result<(Vec<Value>, Format), Aws
     let (v, format) = match serde_json::from_str::<Value>(text) {
         Ok(v) => (v, Format::Json),
         Err(_) => {
+            if let Some(items) = crate::fastyaml::parse(text) {
+                return Ok((items, Format::Yaml));
+            }
             let v = serde_saphyr::from_str::<Value>(text).map_err(|e| {
                 let loc = e.location();
                 AwsAuthError::Parse {
@@ -254,7 +259,11 @@ impl AwsAuth {
             let text = match self.users_format {
                 Format::Yaml => yaml::to_yaml(&users),
                 Format::Json => {
-                    let mut s = serde_json::to_string_pretty(&users).unwrap_or_default();
+                    let mut s =
+                        serde_json::to_string_pretty(&users).map_err(|e| AwsAuthError::Render {
+                            what: "data.mapUsers",
+                            message: e.to_string(),
+                        })?;
                     s.push('\n');
                     s
                 }
@@ -276,7 +285,11 @@ impl AwsAuth {
             update.map_users = Some(text);
         }
         if plan.owned_changed(&self.owned) {
-            let text = serde_json::to_string(&plan.owned_after).unwrap_or_default();
+            let text =
+                serde_json::to_string(&plan.owned_after).map_err(|e| AwsAuthError::Render {
+                    what: "the ownership annotation",
+                    message: e.to_string(),
+                })?;
             if text.len() > MAX_ANNOTATION_BYTES {
                 return Err(AwsAuthError::TooLarge {
                     what: "the ownership annotation",

@@ -254,20 +254,21 @@ impl AwsAuthBackend {
     }
 
     async fn client(&self, cluster: &str) -> Result<Client, ClusterError> {
+        use std::collections::hash_map::Entry;
         let mut cache = self.cache.lock().await;
-        if !cache.contains_key(cluster) {
-            let info = self
-                .eks
-                .describe(cluster)
-                .await
-                .map_err(|source| ClusterError::Aws {
-                    cluster: cluster.into(),
-                    source,
-                })?;
-            cache.insert(cluster.into(), Cached { info, client: None });
-        }
-        let Some(entry) = cache.get_mut(cluster) else {
-            unreachable!("inserted above")
+        let entry = match cache.entry(cluster.to_string()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let info =
+                    self.eks
+                        .describe(cluster)
+                        .await
+                        .map_err(|source| ClusterError::Aws {
+                            cluster: cluster.into(),
+                            source,
+                        })?;
+                v.insert(Cached { info, client: None })
+            }
         };
         if let Some((client, signed_at)) = &entry.client
             && signed_at.elapsed().is_ok_and(|age| age < RESIGN_AFTER)

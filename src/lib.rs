@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod desired;
 pub mod event;
+pub mod fastyaml;
 pub mod handler;
 pub mod plan;
 pub mod token;

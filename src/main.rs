@@ -95,9 +95,14 @@ fn build_handler(aws: &Aws, settings: Settings) -> AppHandler {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Whatever LOG_LEVEL says, aws-sigv4 stays at warn: at debug it logs canonical requests, and for the EKS
+    // token those hold the session token.
+    if let Ok(cap) = "aws_sigv4=warn".parse() {
+        filter = filter.add_directive(cap);
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -4,7 +4,7 @@
 
 use crate::desired::{Mapping, user_name_of_arn};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One mapping as it is in the store today.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub fn plan(
     desired: &[Mapping],
     scope: &Scope,
 ) -> Plan {
-    let mut by_key: BTreeMap<String, Vec<&CurrentEntry>> = BTreeMap::new();
+    let mut by_key: HashMap<String, Vec<&CurrentEntry>> = HashMap::with_capacity(current.len());
     for e in current {
         if let Some(a) = &e.arn {
             by_key.entry(a.to_ascii_lowercase()).or_default().push(e);

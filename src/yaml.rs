@@ -15,7 +15,7 @@ pub fn to_yaml(v: &Value) -> String {
         Value::Array(a) if !a.is_empty() => seq(&mut out, a, 0),
         Value::Object(o) if !o.is_empty() => map(&mut out, o, 0),
         other => {
-            out.push_str(&scalar(other));
+            scalar(&mut out, other);
             out.push('\n');
         }
     }
@@ -47,7 +47,7 @@ fn seq(out: &mut String, items: &[Value], ind: usize) {
                 seq(out, a, ind + 2);
             }
             other => {
-                out.push_str(&scalar(other));
+                scalar(out, other);
                 out.push('\n');
             }
         }
@@ -63,7 +63,7 @@ fn map(out: &mut String, o: &serde_json::Map<String, Value>, ind: usize) {
 
 /// `key: value` where the key starts at the current position and `ind` is that key's column.
 fn entry(out: &mut String, k: &str, v: &Value, ind: usize) {
-    out.push_str(&string(k));
+    string(out, k);
     out.push(':');
     match v {
         Value::Object(o) if !o.is_empty() => {
@@ -76,20 +76,22 @@ fn entry(out: &mut String, k: &str, v: &Value, ind: usize) {
         }
         other => {
             out.push(' ');
-            out.push_str(&scalar(other));
+            scalar(out, other);
             out.push('\n');
         }
     }
 }
 
-fn scalar(v: &Value) -> String {
+fn scalar(out: &mut String, v: &Value) {
     match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => string(s),
-        Value::Array(_) => "[]".into(),
-        Value::Object(_) => "{}".into(),
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => string(out, s),
+        Value::Array(_) => out.push_str("[]"),
+        Value::Object(_) => out.push_str("{}"),
     }
 }
 
@@ -99,23 +101,23 @@ const RESERVED: [&str; 12] = [
 ];
 
 fn plain_ok(s: &str) -> bool {
-    let mut chars = s.chars();
-    let Some(first) = chars.next() else {
-        return false;
-    };
-    first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || ":/_.@+=-".contains(c))
+    let bytes = s.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_alphabetic)
+        && bytes.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b':' | b'/' | b'_' | b'.' | b'@' | b'+' | b'=' | b'-')
+        })
         && !s.ends_with(':')
-        && !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s))
+        && !(s.len() <= 5 && RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s)))
 }
 
-fn string(s: &str) -> String {
+fn string(out: &mut String, s: &str) {
     if plain_ok(s) {
-        return s.to_string();
+        out.push_str(s);
+        return;
     }
     // JSON string syntax is a valid YAML double-quoted scalar, except that YAML needs non-printable and
     // some line-break characters escaped, which serde_json does for control characters; escape the rest.
-    let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         match c {
@@ -137,7 +139,6 @@ fn string(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -165,6 +166,12 @@ mod tests {
     b: null
 ";
         assert_eq!(to_yaml(&v), want);
+    }
+
+    fn string(s: &str) -> String {
+        let mut out = String::new();
+        super::string(&mut out, s);
+        out
     }
 
     #[test]
