@@ -129,11 +129,6 @@ fn insert<'a>(
     Some(())
 }
 
-/// Words a YAML reader (1.1 or 1.2) may resolve to something other than a string.
-const RESERVED: [&str; 12] = [
-    "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nil", "none", "~",
-];
-
 /// A string scalar: plain (starting with a letter), or quoted without escapes. Anything else: `None`.
 fn scalar(s: &str) -> Option<Value> {
     let s = s.trim();
@@ -152,7 +147,7 @@ fn scalar(s: &str) -> Option<Value> {
         && !s
             .bytes()
             .any(|b| matches!(b, b'[' | b']' | b',' | b'\'' | b'"'))
-        && (s.len() > 5 || !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s)));
+        && !crate::yaml::is_reserved_word(s);
     plain.then(|| Value::String(s.to_string()))
 }
 
@@ -330,7 +325,7 @@ mod tests {
             })).collect());
             let text = crate::yaml::to_yaml(&v);
             let fast = parse(&text);
-            prop_assert!(fast.is_some() || names.is_empty() || names.iter().any(|n| RESERVED.contains(&n.as_str())), "{}", text);
+            prop_assert!(fast.is_some() || names.is_empty() || names.iter().any(|n| crate::yaml::is_reserved_word(n)), "{}", text);
             if let Some(fast) = fast {
                 prop_assert_eq!(Value::Array(fast), v);
             }

@@ -95,10 +95,15 @@ fn scalar(out: &mut String, v: &Value) {
     }
 }
 
-/// Words that YAML 1.1 resolves to booleans or null.
+/// Words that a YAML reader (1.1 or 1.2) may resolve to a boolean or null rather than a string.
 const RESERVED: [&str; 12] = [
     "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nil", "none", "~",
 ];
+
+/// Whether `s` could be read as something other than a string (those words, in any case).
+pub(crate) fn is_reserved_word(s: &str) -> bool {
+    s.len() <= 5 && RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s))
+}
 
 fn plain_ok(s: &str) -> bool {
     let bytes = s.as_bytes();
@@ -108,7 +113,7 @@ fn plain_ok(s: &str) -> bool {
                 || matches!(b, b':' | b'/' | b'_' | b'.' | b'@' | b'+' | b'=' | b'-')
         })
         && !s.ends_with(':')
-        && !(s.len() <= 5 && RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s)))
+        && !is_reserved_word(s)
 }
 
 fn string(out: &mut String, s: &str) {
