@@ -4,7 +4,9 @@
 
 use crate::desired::{Mapping, user_name_of_arn};
 use serde::Serialize;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 
 /// One mapping as it is in the store today.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,16 @@ pub enum Change {
     Remove(Mapping),
 }
 
+impl Change {
+    /// The mapping the change is about (the new one for an update).
+    pub fn mapping(&self) -> &Mapping {
+        match self {
+            Change::Add(m) | Change::Remove(m) => m,
+            Change::Update { to, .. } => to,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skip {
     pub arn: String,
@@ -68,12 +80,67 @@ impl Plan {
     }
 }
 
+/// An ARN that compares, orders and hashes ignoring ASCII case, as EKS matches ARNs: the same order and
+/// equality as its lowercase copy, without making one.
+#[derive(Debug, Clone, Copy)]
+pub struct ArnKey<'a>(pub &'a str);
+
+impl PartialEq for ArnKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(other.0)
+    }
+}
+
+impl Eq for ArnKey<'_> {}
+
+impl Ord for ArnKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        // ARNs share long prefixes: skip identical 8-byte blocks (identical bytes are identical in
+        // lowercase too), then compare the rest byte by byte in lowercase.
+        let mut i = 0;
+        while i + 8 <= a.len().min(b.len()) && a[i..i + 8] == b[i..i + 8] {
+            i += 8;
+        }
+        a[i..]
+            .iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(b[i..].iter().map(u8::to_ascii_lowercase))
+    }
+}
+
+impl PartialOrd for ArnKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for ArnKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut buf = [0u8; 64];
+        for chunk in self.0.as_bytes().chunks(buf.len()) {
+            let lower = &mut buf[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            state.write(lower);
+        }
+        state.write_usize(self.0.len());
+    }
+}
+
 fn to_mapping(e: &CurrentEntry, arn: &str) -> Mapping {
     Mapping {
         arn: arn.to_string(),
         username: e.username.clone().unwrap_or_default(),
         groups: e.groups.clone(),
     }
+}
+
+/// Whether `e` is exactly `m` (ARN spelling included: we write what IAM says).
+fn is_exactly(e: &CurrentEntry, m: &Mapping) -> bool {
+    e.arn.as_deref() == Some(m.arn.as_str())
+        && e.username.as_deref().unwrap_or_default() == m.username
+        && e.groups == m.groups
 }
 
 /// Plans one cluster. `desired` must hold only mappings inside `scope` (the caller reads IAM per scope).
@@ -83,51 +150,52 @@ pub fn plan(
     desired: &[Mapping],
     scope: &Scope,
 ) -> Plan {
-    let mut by_key: HashMap<String, Vec<&CurrentEntry>> = HashMap::with_capacity(current.len());
+    // Each ARN's first entry and how many entries map it.
+    let mut by_key: HashMap<ArnKey, (&CurrentEntry, usize)> = HashMap::with_capacity(current.len());
     for e in current {
         if let Some(a) = &e.arn {
-            by_key.entry(a.to_ascii_lowercase()).or_default().push(e);
+            by_key
+                .entry(ArnKey(a))
+                .and_modify(|(_, n)| *n += 1)
+                .or_insert((e, 1));
         }
     }
     // Owned record keyed case-insensitively; the last spelling wins (they are the same principal to EKS).
-    let owned_by_key: BTreeMap<String, &String> =
-        owned.iter().map(|a| (a.to_ascii_lowercase(), a)).collect();
-    let desired_by_key: BTreeMap<String, &Mapping> = desired.iter().map(|m| (m.key(), m)).collect();
+    let owned_by_key: BTreeMap<ArnKey, &String> = owned.iter().map(|a| (ArnKey(a), a)).collect();
+    let desired_by_key: BTreeMap<ArnKey, &Mapping> =
+        desired.iter().map(|m| (ArnKey(&m.arn), m)).collect();
 
     let mut p = Plan::default();
-    let mut owned_after: BTreeMap<String, String> = BTreeMap::new();
+    let mut owned_after: BTreeMap<ArnKey, &String> = BTreeMap::new();
 
     for (key, want) in &desired_by_key {
-        let entries = by_key.get(key).map(Vec::as_slice).unwrap_or(&[]);
         let is_owned = owned_by_key.contains_key(key);
-        match (is_owned, entries) {
-            (_, []) => {
+        match (is_owned, by_key.get(key).copied()) {
+            (_, None) => {
                 p.changes.push(Change::Add((*want).clone()));
-                owned_after.insert(key.clone(), want.arn.clone());
+                owned_after.insert(*key, &want.arn);
             }
-            (true, [one]) => {
-                let have = to_mapping(one, one.arn.as_deref().unwrap_or_default());
-                if have == **want {
+            (true, Some((one, 1))) => {
+                if is_exactly(one, want) {
                     p.unchanged.push(want.arn.clone());
                 } else {
                     p.changes.push(Change::Update {
-                        from: have,
+                        from: to_mapping(one, one.arn.as_deref().unwrap_or_default()),
                         to: (*want).clone(),
                     });
                 }
-                owned_after.insert(key.clone(), want.arn.clone());
+                owned_after.insert(*key, &want.arn);
             }
-            (true, many) => {
+            (true, Some((_, many))) => {
                 p.skipped.push(Skip {
                     arn: want.arn.clone(),
                     reason: format!(
-                        "{} mapUsers entries map this ARN; remove the extra ones by hand",
-                        many.len()
+                        "{many} mapUsers entries map this ARN; remove the extra ones by hand"
                     ),
                 });
-                owned_after.insert(key.clone(), owned_by_key[key].clone());
+                owned_after.insert(*key, owned_by_key[key]);
             }
-            (false, _) => p.skipped.push(Skip {
+            (false, Some(_)) => p.skipped.push(Skip {
                 arn: want.arn.clone(),
                 reason: "already mapped by an entry this function does not own; left as it is"
                     .into(),
@@ -140,34 +208,31 @@ pub fn plan(
             continue;
         }
         if !scope.covers_arn(arn) {
-            owned_after.insert(key.clone(), (*arn).clone());
+            owned_after.insert(*key, arn);
             continue;
         }
-        match by_key.get(key).map(Vec::as_slice).unwrap_or(&[]) {
+        match by_key.get(key).copied() {
             // Entry already gone (removed by hand): just forget it.
-            [] => {}
-            [one] => p.changes.push(Change::Remove(to_mapping(
+            None => {}
+            Some((one, 1)) => p.changes.push(Change::Remove(to_mapping(
                 one,
                 one.arn.as_deref().unwrap_or(arn),
             ))),
-            many => {
+            Some((_, many)) => {
                 p.skipped.push(Skip {
                     arn: (*arn).clone(),
                     reason: format!(
-                        "{} mapUsers entries map this ARN; not removing any, remove them by hand",
-                        many.len()
+                        "{many} mapUsers entries map this ARN; not removing any, remove them by hand"
                     ),
                 });
-                owned_after.insert(key.clone(), (*arn).clone());
+                owned_after.insert(*key, arn);
             }
         }
     }
 
-    p.changes.sort_by_key(|c| match c {
-        Change::Add(m) | Change::Remove(m) => m.key(),
-        Change::Update { to, .. } => to.key(),
-    });
-    p.owned_after = owned_after.into_values().collect();
+    p.changes
+        .sort_by(|a, b| ArnKey(&a.mapping().arn).cmp(&ArnKey(&b.mapping().arn)));
+    p.owned_after = owned_after.into_values().cloned().collect();
     p
 }
 
@@ -343,6 +408,32 @@ mod tests {
             assert_eq!(p.unchanged, c.unchanged, "{}", c.name);
             assert_eq!(p.skipped.len(), c.skipped, "{}: {:?}", c.name, p.skipped);
             assert_eq!(p.owned_after, c.owned_after, "{}", c.name);
+        }
+    }
+
+    proptest::proptest! {
+        /// `ArnKey` is a drop-in for the lowercase copy: same order, same equality, equal keys hash equal.
+        #[test]
+        fn arn_key_behaves_like_the_lowercase_copy(
+            base in "[a-zA-Z0-9:/_+=,.@-]{0,80}",
+            flips in proptest::collection::vec(proptest::bool::ANY, 80),
+            tail_a in "[a-zA-Z0-9/]{0,12}",
+            tail_b in "[a-zA-Z0-9/]{0,12}",
+        ) {
+            let flipped: String = base
+                .chars()
+                .zip(&flips)
+                .map(|(c, f)| if *f { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                .collect();
+            let (a, b) = (format!("{base}{tail_a}"), format!("{flipped}{tail_b}"));
+            let (la, lb) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+            proptest::prop_assert_eq!(ArnKey(&a).cmp(&ArnKey(&b)), la.cmp(&lb));
+            proptest::prop_assert_eq!(ArnKey(&a) == ArnKey(&b), la == lb);
+            let hasher = std::collections::hash_map::RandomState::new();
+            use std::hash::BuildHasher;
+            if la == lb {
+                proptest::prop_assert_eq!(hasher.hash_one(ArnKey(&a)), hasher.hash_one(ArnKey(&b)));
+            }
         }
     }
 }
