@@ -3,16 +3,22 @@
 //! Rules (mirroring how aws-iam-authenticator reads the ConfigMap):
 //! - `mapUsers`, `mapRoles`, `mapAccounts` are YAML (or JSON) lists; keys inside entries are
 //!   case-insensitive; unknown fields are kept.
-//! - Only `mapUsers` is ever rewritten, and only when an owned entry changes. Foreign entries keep their
-//!   position, key spelling, key order, unknown fields and values. `mapRoles`, `mapAccounts` and every other
-//!   key are never touched (they are parsed only to refuse working on a document EKS cannot read fully).
+//! - Only `mapUsers` is ever rewritten, and only when an owned entry changes. In the usual YAML shape (see
+//!   [`crate::fastyaml`]) the text is spliced: every entry we do not change, and every comment and blank
+//!   line, stays byte for byte; changed entries are rewritten in place and new ones appended. Any other
+//!   `mapUsers` (JSON, or YAML the fast reader declines) is re-rendered in its format: foreign entries keep
+//!   their position, key spelling, key order, unknown fields and values, but YAML comments are lost.
+//! - `mapRoles`, `mapAccounts` and every other key are never touched (they are parsed only to refuse
+//!   working on a document EKS cannot read fully).
 //! - Ownership lives in an annotation (EKS ignores annotations): a JSON list of the user ARNs we wrote.
 
-use crate::plan::{Change, CurrentEntry, Plan};
-use crate::yaml;
+use crate::desired::Mapping;
+use crate::plan::{ArnKey, Change, CurrentEntry, Plan};
+use crate::{fastyaml, yaml};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 
 pub const NAMESPACE: &str = "kube-system";
 pub const NAME: &str = "aws-auth";
@@ -73,9 +79,22 @@ enum Format {
 /// The parts of `aws-auth` this function reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsAuth {
-    users: Vec<Value>,
-    users_format: Format,
+    /// `mapUsers` as the planner sees it, one per entry in document order.
+    entries: Vec<CurrentEntry>,
+    /// `mapUsers` as it is written, to write it back.
+    users: Users,
     owned: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Users {
+    /// Read by the fast reader: the text and each entry's byte range in it.
+    Text {
+        text: String,
+        spans: Vec<Range<usize>>,
+    },
+    /// Read by a full parser: the entries, re-rendered in the same format on change.
+    Values(Vec<Value>, Format),
 }
 
 /// What to write back; `None` fields stay as they are.
@@ -102,37 +121,50 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// One list-valued key, read as EKS reads it.
+enum Parsed<'a> {
+    /// The usual YAML shape, read by the fast reader with each entry's place in the text.
+    Fast(Vec<fastyaml::Entry<'a>>),
+    /// JSON, or YAML the fast reader declines, read by a full parser.
+    Values(Vec<Value>, Format),
+}
+
+fn parse_error(key: &'static str, e: &serde_saphyr::Error) -> AwsAuthError {
+    let loc = e.location();
+    AwsAuthError::Parse {
+        key,
+        line: loc.as_ref().map(|l| l.line()),
+        column: loc.as_ref().map(|l| l.column()),
+        message: e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("syntax error")
+            .to_string(),
+    }
+}
+
 /// Parses one list-valued key as EKS would: JSON or YAML text, empty means no entries.
-fn parse_list(key: &'static str, text: &str) -> Result<(Vec<Value>, Format), AwsAuthError> {
+fn parse_list<'a>(key: &'static str, text: &'a str) -> Result<Parsed<'a>, AwsAuthError> {
     if text.trim().is_empty() {
-        return Ok((Vec::new(), Format::Yaml));
+        return Ok(Parsed::Values(Vec::new(), Format::Yaml));
+    }
+    // YAML lists start with `- ` or a comment, JSON ones with `[`: try the likely reader first.
+    if !text.trim_start().starts_with('[')
+        && let Some(entries) = fastyaml::parse(text)
+    {
+        return Ok(Parsed::Fast(entries));
     }
     let (v, format) = match serde_json::from_str::<Value>(text) {
         Ok(v) => (v, Format::Json),
-        Err(_) => {
-            if let Some(items) = crate::fastyaml::parse(text) {
-                return Ok((items, Format::Yaml));
-            }
-            let v = serde_saphyr::from_str::<Value>(text).map_err(|e| {
-                let loc = e.location();
-                AwsAuthError::Parse {
-                    key,
-                    line: loc.as_ref().map(|l| l.line()),
-                    column: loc.as_ref().map(|l| l.column()),
-                    message: e
-                        .to_string()
-                        .lines()
-                        .next()
-                        .unwrap_or("syntax error")
-                        .to_string(),
-                }
-            })?;
-            (v, Format::Yaml)
-        }
+        Err(_) => (
+            serde_saphyr::from_str::<Value>(text).map_err(|e| parse_error(key, &e))?,
+            Format::Yaml,
+        ),
     };
     match v {
-        Value::Array(a) => Ok((a, format)),
-        Value::Null => Ok((Vec::new(), format)),
+        Value::Array(a) => Ok(Parsed::Values(a, format)),
+        Value::Null => Ok(Parsed::Values(Vec::new(), format)),
         other => Err(AwsAuthError::NotAList {
             key,
             found: kind(&other),
@@ -149,15 +181,57 @@ fn field<'a>(entry: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
         .next_back()
 }
 
-fn entry_arn(v: &Value) -> Option<&str> {
-    v.as_object()
-        .and_then(|o| field(o, "userarn"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+/// How the planner sees an entry read by the full parser.
+fn entry_of_value(v: &Value) -> CurrentEntry {
+    let obj = v.as_object();
+    let get = |name: &str| obj.and_then(|o| field(o, name));
+    CurrentEntry {
+        arn: get("userarn")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        username: get("username").and_then(Value::as_str).map(str::to_string),
+        groups: get("groups")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
-fn canonical(m: &crate::desired::Mapping) -> Value {
+/// How the planner sees an entry read by the fast reader (the same as [`entry_of_value`] of its value).
+fn entry_of_item(item: &fastyaml::Item<'_>) -> CurrentEntry {
+    use fastyaml::Node;
+    CurrentEntry {
+        arn: match item.field("userarn") {
+            Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
+            _ => None,
+        },
+        username: match item.field("username") {
+            Some(Node::Str(s)) => Some((*s).to_string()),
+            _ => None,
+        },
+        groups: match item.field("groups") {
+            Some(Node::List(l)) => l.iter().map(|s| (*s).to_string()).collect(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn canonical(m: &Mapping) -> Value {
     json!({"userarn": m.arn, "username": m.username, "groups": m.groups})
+}
+
+/// What a plan does to one existing `mapUsers` entry.
+#[derive(Debug, Clone, Copy)]
+enum Action<'p> {
+    Keep,
+    Drop,
+    Replace(&'p Mapping),
 }
 
 impl AwsAuth {
@@ -165,14 +239,28 @@ impl AwsAuth {
     pub fn parse(cm: Option<&ConfigMap>) -> Result<Self, AwsAuthError> {
         let empty = BTreeMap::new();
         let data = cm.and_then(|c| c.data.as_ref()).unwrap_or(&empty);
-        let mut users = (Vec::new(), Format::Yaml);
+        let mut entries = Vec::new();
+        let mut users = Users::Values(Vec::new(), Format::Yaml);
         for key in LIST_KEYS {
-            if let Some(text) = data.get(key) {
-                let parsed = parse_list(key, text)?;
-                if key == MAP_USERS {
-                    users = parsed;
-                }
+            let Some(text) = data.get(key) else { continue };
+            // mapRoles and mapAccounts are only checked: EKS must be able to read the whole document.
+            let parsed = parse_list(key, text)?;
+            if key != MAP_USERS {
+                continue;
             }
+            users = match parsed {
+                Parsed::Fast(items) => {
+                    entries = items.iter().map(|e| entry_of_item(&e.item)).collect();
+                    Users::Text {
+                        text: text.clone(),
+                        spans: items.into_iter().map(|e| e.span).collect(),
+                    }
+                }
+                Parsed::Values(items, format) => {
+                    entries = items.iter().map(entry_of_value).collect();
+                    Users::Values(items, format)
+                }
+            };
         }
         let owned = match cm
             .and_then(|c| c.metadata.annotations.as_ref())
@@ -183,8 +271,8 @@ impl AwsAuth {
                 .map_err(|e| AwsAuthError::Ownership(e.to_string()))?,
         };
         Ok(AwsAuth {
-            users: users.0,
-            users_format: users.1,
+            entries,
+            users,
             owned,
         })
     }
@@ -193,58 +281,105 @@ impl AwsAuth {
         &self.owned
     }
 
-    /// The `mapUsers` entries as the planner sees them.
-    pub fn current(&self) -> Vec<CurrentEntry> {
-        self.users
-            .iter()
-            .map(|v| {
-                let obj = v.as_object();
-                let get = |name: &str| obj.and_then(|o| field(o, name));
-                CurrentEntry {
-                    arn: entry_arn(v).map(str::to_string),
-                    username: get("username").and_then(Value::as_str).map(str::to_string),
-                    groups: get("groups")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                }
-            })
-            .collect()
+    /// The `mapUsers` entries as the planner sees them, in document order.
+    pub fn current(&self) -> &[CurrentEntry] {
+        &self.entries
     }
 
-    /// The `mapUsers` list after applying `plan`, with foreign entries untouched.
-    pub fn apply(&self, plan: &Plan) -> Vec<Value> {
-        let mut removes = BTreeSet::new();
-        let mut updates = BTreeMap::new();
+    /// What `plan` does to each existing entry, and the mappings it adds (in key order).
+    fn actions<'p>(&self, plan: &'p Plan) -> (Vec<Action<'p>>, Vec<&'p Mapping>) {
+        let mut removes = HashSet::new();
+        let mut updates = HashMap::new();
         let mut adds = Vec::new();
         for c in &plan.changes {
             match c {
                 Change::Remove(m) => {
-                    removes.insert(m.key());
+                    removes.insert(ArnKey(&m.arn));
                 }
                 Change::Update { to, .. } => {
-                    updates.insert(to.key(), to);
+                    updates.insert(ArnKey(&to.arn), to);
                 }
                 Change::Add(m) => adds.push(m),
             }
         }
-        let mut out = Vec::with_capacity(self.users.len() + adds.len());
-        for v in &self.users {
-            let key = entry_arn(v).map(str::to_ascii_lowercase);
-            match key {
-                Some(k) if removes.contains(&k) => {}
-                Some(k) if updates.contains_key(&k) => out.push(canonical(updates[&k])),
-                _ => out.push(v.clone()),
+        let actions = self
+            .entries
+            .iter()
+            .map(|e| {
+                let Some(key) = e.arn.as_deref().map(ArnKey) else {
+                    return Action::Keep;
+                };
+                if removes.contains(&key) {
+                    Action::Drop
+                } else if let Some(to) = updates.get(&key) {
+                    Action::Replace(to)
+                } else {
+                    Action::Keep
+                }
+            })
+            .collect();
+        adds.sort_by(|a, b| ArnKey(&a.arn).cmp(&ArnKey(&b.arn)));
+        (actions, adds)
+    }
+
+    /// The entries read by a full parser after applying `plan`, foreign ones untouched.
+    fn apply(&self, items: &[Value], plan: &Plan) -> Vec<Value> {
+        let (actions, adds) = self.actions(plan);
+        let mut out = Vec::with_capacity(items.len() + adds.len());
+        for (v, action) in items.iter().zip(&actions) {
+            match action {
+                Action::Keep => out.push(v.clone()),
+                Action::Drop => {}
+                Action::Replace(m) => out.push(canonical(m)),
             }
         }
-        adds.sort_by_key(|m| m.key());
         out.extend(adds.into_iter().map(canonical));
         out
+    }
+
+    /// The new `mapUsers` text. Text read by the fast reader is spliced: untouched entries and every comment
+    /// and blank line stay byte for byte, replaced entries are written in place, new ones at the end.
+    fn users_text(&self, plan: &Plan) -> Result<String, AwsAuthError> {
+        match &self.users {
+            Users::Text { text, spans } => {
+                let (actions, adds) = self.actions(plan);
+                let mut out = String::with_capacity(text.len() + 128 * adds.len());
+                let mut pos = 0;
+                for (span, action) in spans.iter().zip(&actions) {
+                    let replacement = match action {
+                        Action::Keep => continue,
+                        Action::Drop => None,
+                        Action::Replace(m) => Some(*m),
+                    };
+                    out.push_str(&text[pos..span.start]);
+                    if let Some(m) = replacement {
+                        out.push_str(&yaml::to_yaml(&json!([canonical(m)])));
+                    }
+                    pos = span.end;
+                }
+                out.push_str(&text[pos..]);
+                if !adds.is_empty() && !out.is_empty() && !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                if !adds.is_empty() {
+                    let added: Vec<Value> = adds.into_iter().map(canonical).collect();
+                    out.push_str(&yaml::to_yaml(&Value::Array(added)));
+                }
+                Ok(out)
+            }
+            Users::Values(items, Format::Yaml) => {
+                Ok(yaml::to_yaml(&Value::Array(self.apply(items, plan))))
+            }
+            Users::Values(items, Format::Json) => {
+                let mut s = serde_json::to_string_pretty(&Value::Array(self.apply(items, plan)))
+                    .map_err(|e| AwsAuthError::Render {
+                        what: "data.mapUsers",
+                        message: e.to_string(),
+                    })?;
+                s.push('\n');
+                Ok(s)
+            }
+        }
     }
 
     /// What to write for `plan`, given the ConfigMap's current data; `Update::is_empty()` means no write.
@@ -255,19 +390,7 @@ impl AwsAuth {
     ) -> Result<Update, AwsAuthError> {
         let mut update = Update::default();
         if !plan.changes.is_empty() {
-            let users = Value::Array(self.apply(plan));
-            let text = match self.users_format {
-                Format::Yaml => yaml::to_yaml(&users),
-                Format::Json => {
-                    let mut s =
-                        serde_json::to_string_pretty(&users).map_err(|e| AwsAuthError::Render {
-                            what: "data.mapUsers",
-                            message: e.to_string(),
-                        })?;
-                    s.push('\n');
-                    s
-                }
-            };
+            let text = self.users_text(plan)?;
             let others: usize = data
                 .into_iter()
                 .flatten()
@@ -435,17 +558,84 @@ mod tests {
             None,
         );
         let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
         let u = doc.render(c.data.as_ref(), &p).unwrap();
         let text = u.map_users.unwrap();
         assert_eq!(
             text,
-            "- userARN: arn:aws:iam::123456789012:user/hand\n  username: \"{{SessionName}}\"\n  groups:\n    - viewers\n  userid: AIDAEXAMPLE\n- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n"
+            format!(
+                "{users}- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n"
+            )
         );
         assert_eq!(
             u.owned_annotation.as_deref(),
             Some(r#"["arn:aws:iam::123456789012:user/alice"]"#)
         );
+    }
+
+    /// Comments, blank lines and foreign entries stay byte for byte; owned entries change in place.
+    #[test]
+    fn splices_yaml_and_keeps_comments() {
+        let bob = "arn:aws:iam::123456789012:user/bob";
+        let users = format!(
+            "# Break-glass access. Ask #platform before editing.\n\
+             - userarn: {ALICE}\n  username: alice\n  groups:\n  # hand-edited during INC-42\n  - viewers\n\
+             \n# Contractor, until March\n\
+             - userArn: arn:aws:iam::123456789012:user/contractor # not a comment to YAML? it is\n"
+        );
+        // A trailing comment sends the document to the full parser; without it the fast reader takes it.
+        assert!(AwsAuth::parse(Some(&cm(&[("mapUsers", &users)], None))).is_ok());
+        let users = users.replace(" # not a comment to YAML? it is", "");
+        let users = format!(
+            "{users}  username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
+             - userarn: {bob}\n  username: bob\n  groups:\n    - system:masters\n# end\n"
+        );
+        let c = cm(
+            &[("mapUsers", &users)],
+            Some(&format!(r#"["{ALICE}","{bob}"]"#)),
+        );
+        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        assert!(matches!(doc.users, Users::Text { .. }));
+        // Alice's groups are repaired in place, bob is no longer desired, carol is new.
+        let carol = Mapping {
+            arn: "arn:aws:iam::123456789012:user/carol".into(),
+            username: "carol".into(),
+            groups: vec!["system:masters".into()],
+        };
+        let p = plan(doc.current(), doc.owned(), &[alice(), carol], &Scope::All);
+        let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "# Break-glass access. Ask #platform before editing.\n\
+                 - userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n\
+                 \n# Contractor, until March\n\
+                 - userArn: arn:aws:iam::123456789012:user/contractor\n  username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
+                 # end\n\
+                 - userarn: arn:aws:iam::123456789012:user/carol\n  username: carol\n  groups:\n    - system:masters\n"
+            )
+        );
+    }
+
+    /// The fast reader and the full parser give the planner the same view of the same entries.
+    #[test]
+    fn fast_and_full_readings_agree() {
+        for text in [
+            "- userARN: arn:aws:iam::1:user/a\n  UserName: a\n  GROUPS: [x, z]\n  userarn: arn:aws:iam::1:user/b\n",
+            "- userarn: ''\n  username:\n  groups: {}\n- plain\n- groups:\n  - g\n",
+            "- userarn: arn:aws:iam::1:user/a\n  groups: []\n  username: \"{{SessionName}}\"\n",
+        ] {
+            let fast: Vec<CurrentEntry> = fastyaml::parse(text)
+                .unwrap()
+                .iter()
+                .map(|e| entry_of_item(&e.item))
+                .collect();
+            let Value::Array(items) = serde_saphyr::from_str::<Value>(text).unwrap() else {
+                panic!("{text} is not a list");
+            };
+            let full: Vec<CurrentEntry> = items.iter().map(entry_of_value).collect();
+            assert_eq!(fast, full, "{text}");
+        }
     }
 
     #[test]
@@ -456,7 +646,7 @@ mod tests {
             Some(r#"["arn:aws:iam::123456789012:user/alice"]"#),
         );
         let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
         assert!(doc.render(c.data.as_ref(), &p).unwrap().is_empty());
     }
 
@@ -466,7 +656,7 @@ mod tests {
             r#"[{"userarn":"arn:aws:iam::123456789012:user/tf","username":"tf","groups":["x"]}]"#;
         let c = cm(&[("mapUsers", users)], None);
         let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v[0]["username"], "tf");
@@ -478,7 +668,7 @@ mod tests {
         let big = "x".repeat(MAX_DATA_BYTES - 50);
         let c = cm(&[("mapRoles", "[]"), ("padding", &big)], None);
         let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(&doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
         let e = doc.render(c.data.as_ref(), &p).unwrap_err();
         assert!(matches!(e, AwsAuthError::TooLarge { .. }), "{e}");
     }

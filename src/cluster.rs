@@ -152,7 +152,7 @@ pub async fn sync_aws_auth(
             .await
             .map_err(|e| api_error(cluster, "get", e))?;
         let doc = AwsAuth::parse(cm.as_ref()).map_err(wrap)?;
-        let p = plan(&doc.current(), doc.owned(), desired, scope);
+        let p = plan(doc.current(), doc.owned(), desired, scope);
         let data = cm.as_ref().and_then(|c| c.data.as_ref());
         let update = doc.render(data, &p).map_err(wrap)?;
         if update.is_empty() || dry_run {

@@ -72,6 +72,8 @@ struct Doc {
     users: Vec<Value>,
     owned: Vec<String>,
     json_format: bool,
+    /// Comment lines a person added between YAML entries (or at the end): where, and what.
+    comments: Vec<(prop::sample::Index, String)>,
 }
 
 fn arb_doc() -> impl Strategy<Value = Doc> {
@@ -87,49 +89,67 @@ fn arb_doc() -> impl Strategy<Value = Doc> {
         prop::collection::vec((prop::sample::select(NAMES.to_vec()), any::<bool>()), 0..5),
         prop::collection::vec(prop::sample::select(NAMES.to_vec()), 0..4),
         any::<bool>(),
+        prop::collection::vec(
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(vec![
+                    "# break-glass: ask #platform",
+                    "#- userarn: arn:aws:iam::123456789012:user/alice",
+                    "  # indented note",
+                    "",
+                ]),
+            ),
+            0..4,
+        ),
     )
-        .prop_map(|(mut users, owned_entries, extra_owned, json_format)| {
-            // Owned entries: written by us earlier, maybe hand-edited since (groups changed).
-            let mut owned = BTreeSet::new();
-            for (name, edited) in owned_entries {
-                let key = arn(name, false);
-                let clash = users.iter().any(|u| {
-                    u.as_object().is_some_and(|o| {
-                        o.iter().any(|(k, v)| {
-                            k.eq_ignore_ascii_case("userarn")
-                                && v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&key))
+        .prop_map(
+            |(mut users, owned_entries, extra_owned, json_format, comments)| {
+                // Owned entries: written by us earlier, maybe hand-edited since (groups changed).
+                let mut owned = BTreeSet::new();
+                for (name, edited) in owned_entries {
+                    let key = arn(name, false);
+                    let clash = users.iter().any(|u| {
+                        u.as_object().is_some_and(|o| {
+                            o.iter().any(|(k, v)| {
+                                k.eq_ignore_ascii_case("userarn")
+                                    && v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&key))
+                            })
                         })
-                    })
-                });
-                if clash || !owned.insert(key.clone()) {
-                    continue;
+                    });
+                    if clash || !owned.insert(key.clone()) {
+                        continue;
+                    }
+                    let groups = if edited {
+                        json!(["viewers"])
+                    } else {
+                        json!(["system:masters"])
+                    };
+                    users.push(json!({"userarn": key, "username": name, "groups": groups}));
                 }
-                let groups = if edited {
-                    json!(["viewers"])
-                } else {
-                    json!(["system:masters"])
-                };
-                users.push(json!({"userarn": key, "username": name, "groups": groups}));
-            }
-            // Owned records whose entry was deleted by hand.
-            for name in extra_owned {
-                let key = arn(name, false);
-                let present = users.iter().any(|u| {
-                    u.as_object().is_some_and(|o| {
-                        o.values()
-                            .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&key)))
-                    })
-                });
-                if !present {
-                    owned.insert(key);
+                // Owned records whose entry was deleted by hand.
+                for name in extra_owned {
+                    let key = arn(name, false);
+                    let present = users.iter().any(|u| {
+                        u.as_object().is_some_and(|o| {
+                            o.values()
+                                .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&key)))
+                        })
+                    });
+                    if !present {
+                        owned.insert(key);
+                    }
                 }
-            }
-            Doc {
-                users,
-                owned: owned.into_iter().collect(),
-                json_format,
-            }
-        })
+                Doc {
+                    users,
+                    owned: owned.into_iter().collect(),
+                    json_format,
+                    comments: comments
+                        .into_iter()
+                        .map(|(i, c)| (i, c.to_string()))
+                        .collect(),
+                }
+            },
+        )
 }
 
 const NODE_ROLES: &str = "- rolearn: arn:aws:iam::123456789012:role/node\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n    - system:bootstrappers\n    - system:nodes\n  extra: kept\n";
@@ -140,7 +160,7 @@ fn to_configmap(d: &Doc) -> ConfigMap {
     let text = if d.json_format {
         users.to_string()
     } else {
-        eks_admin_sync::yaml::to_yaml(&users)
+        with_comments(&eks_admin_sync::yaml::to_yaml(&users), &d.comments)
     };
     let mut cm = ConfigMap {
         data: Some(BTreeMap::from([
@@ -159,6 +179,29 @@ fn to_configmap(d: &Doc) -> ConfigMap {
         ("team".to_string(), "platform".to_string()),
     ]));
     cm
+}
+
+/// Inserts comment lines before entries (lines starting `- `) or at the end.
+fn with_comments(yaml: &str, comments: &[(prop::sample::Index, String)]) -> String {
+    let mut lines: Vec<String> = yaml.lines().map(String::from).collect();
+    for (at, c) in comments {
+        let slots: Vec<usize> = (0..=lines.len())
+            .filter(|&i| i == lines.len() || lines[i].starts_with("- "))
+            .collect();
+        lines.insert(slots[at.index(slots.len())], c.clone());
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// The document's comment lines, in order.
+fn comment_lines(cm: &ConfigMap) -> Vec<String> {
+    cm.data.as_ref().unwrap()["mapUsers"]
+        .lines()
+        .filter(|l| l.trim_start().starts_with('#'))
+        .map(String::from)
+        .collect()
 }
 
 fn map_users(cm: &ConfigMap) -> Vec<Value> {
@@ -185,7 +228,7 @@ fn key_of(v: &Value) -> Option<String> {
 
 fn one_round(cm: &ConfigMap, desired: &[Mapping], scope: &Scope) -> (ConfigMap, bool) {
     let doc = AwsAuth::parse(Some(cm)).unwrap();
-    let p = plan(&doc.current(), doc.owned(), desired, scope);
+    let p = plan(doc.current(), doc.owned(), desired, scope);
     let u = doc.render(cm.data.as_ref(), &p).unwrap();
     (updated(Some(cm), &u), !u.is_empty())
 }
@@ -213,6 +256,16 @@ fn arb_scope() -> impl Strategy<Value = Scope> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The planner sees the same entries whichever reader took the document (YAML fast path or JSON).
+    #[test]
+    fn yaml_and_json_read_the_same(doc in arb_doc()) {
+        let yaml = to_configmap(&Doc { json_format: false, ..doc.clone() });
+        let json = to_configmap(&Doc { json_format: true, ..doc });
+        let a = AwsAuth::parse(Some(&yaml)).unwrap();
+        let b = AwsAuth::parse(Some(&json)).unwrap();
+        prop_assert_eq!(a.current(), b.current());
+    }
 
     #[test]
     fn foreign_entries_survive_and_apply_is_idempotent(doc in arb_doc(), desired in arb_desired(), scope in arb_scope()) {
@@ -254,9 +307,39 @@ proptest! {
             prop_assert!(!entries.is_empty(), "{} missing", m.arn);
         }
 
-        // 5. Applying twice equals applying once: the second round writes nothing.
+        // 5. Comments between entries survive, in order (YAML in the usual shape is spliced, not re-rendered).
+        let before_users = &cm.data.as_ref().unwrap()["mapUsers"];
+        if !doc.json_format && eks_admin_sync::fastyaml::parse(before_users).is_some() {
+            prop_assert_eq!(comment_lines(&after), comment_lines(&cm));
+        }
+
+        // 6. Applying twice equals applying once: the second round writes nothing.
         let (again, wrote) = one_round(&after, &desired, &scope);
         prop_assert!(!wrote, "second round wanted to write");
         prop_assert_eq!(again, after);
     }
+}
+
+/// Keeps property 5 honest: a fair share of the generated YAML documents take the fast reader (and so
+/// the splice), with comments in them.
+#[test]
+fn generated_documents_exercise_the_splice() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut spliced, n) = (0, 400);
+    for _ in 0..n {
+        let doc = arb_doc().new_tree(&mut runner).unwrap().current();
+        let cm = to_configmap(&Doc {
+            json_format: false,
+            ..doc
+        });
+        let text = &cm.data.as_ref().unwrap()["mapUsers"];
+        if text.contains('#') && eks_admin_sync::fastyaml::parse(text).is_some() {
+            spliced += 1;
+        }
+    }
+    assert!(
+        spliced > n / 10,
+        "only {spliced} of {n} took the fast path with comments"
+    );
 }

@@ -146,3 +146,47 @@ def test_full_reconcile_pages_through_iam(stack):
     assert "iam:GetUser" not in calls and "iam:ListUsers" not in calls, calls
     want = sorted(f"arn:aws:iam::{ACCOUNT}:user/{n}" for n in names if n != "pager3")
     assert sorted(report["clusters"][0]["added"]) == want
+
+
+HAND_WRITTEN = """\
+# Break-glass access. Ask #platform-oncall before editing.
+- userarn: arn:aws:iam::123456789012:user/Hand-Written
+  username: hand
+  groups:
+  - system:masters
+
+# Contractor, until March
+- userarn: arn:aws:iam::123456789012:user/templated
+  username: '{{SessionName}}'
+  groups: [viewers]
+#- userarn: arn:aws:iam::123456789012:user/old-contractor
+"""
+
+
+def test_hand_written_users_text_is_kept_byte_for_byte(stack):
+    """mapUsers in the usual hand-written shape is spliced: comments and people's entries never move."""
+    stack.put_aws_auth("prod", {"mapRoles": stack.node_roles_yaml(), "mapUsers": HAND_WRITTEN})
+    stack.create_user("alice", {"eks-cluster-admin": "prod"})
+    rc, report, err = stack.handle_event(ct_event("TagUser", {"userName": "alice", "tags": []}))
+    assert rc == 0, err
+    text = stack.get_aws_auth("prod")["data"]["mapUsers"]
+    assert text.startswith(HAND_WRITTEN), text
+    assert yaml.safe_load(text[len(HAND_WRITTEN):]) == [
+        {"userarn": ALICE, "username": "alice", "groups": ["system:masters"]}]
+
+    # A hand edit of our entry is repaired in place; the text around it does not change.
+    edit(stack, "prod", lambda cm: cm["data"].__setitem__(
+        "mapUsers", cm["data"]["mapUsers"].replace("system:masters\n", "viewers\n", 2)))
+    rc, report, err = stack.handle_event("scheduled.json")
+    assert rc == 0, err
+    prod = next(c for c in report["clusters"] if c["cluster"] == "prod")
+    assert prod["updated"] == [ALICE], prod
+    # The hand-written entry's group was changed by that edit too (it is not ours): it stays changed.
+    expected = HAND_WRITTEN.replace("system:masters\n", "viewers\n")
+    assert stack.get_aws_auth("prod")["data"]["mapUsers"].startswith(expected)
+
+    # Untagging removes exactly our entry: the text is the people's text again, byte for byte.
+    stack.iam().untag_user(UserName="alice", TagKeys=["eks-cluster-admin"])
+    rc, report, err = stack.handle_event(ct_event("UntagUser", {"userName": "alice", "tagKeys": ["eks-cluster-admin"]}))
+    assert rc == 0, err
+    assert stack.get_aws_auth("prod")["data"]["mapUsers"] == expected
