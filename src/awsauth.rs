@@ -617,6 +617,27 @@ mod tests {
         );
     }
 
+    /// What Terraform's `yamlencode` writes (quoted keys, keys sorted) takes the splice too.
+    #[test]
+    fn terraform_yamlencode_text_is_spliced() {
+        let users = "- \"groups\":\n  - \"system:masters\"\n  \"userarn\": \"arn:aws:iam::123456789012:user/tf\"\n  \"username\": \"tf\"\n";
+        let c = cm(&[("mapUsers", users)], None);
+        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        assert!(matches!(doc.users, Users::Text { .. }));
+        assert_eq!(
+            doc.current()[0].arn.as_deref(),
+            Some("arn:aws:iam::123456789012:user/tf")
+        );
+        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{users}- userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n"
+            )
+        );
+    }
+
     /// The fast reader and the full parser give the planner the same view of the same entries.
     #[test]
     fn fast_and_full_readings_agree() {

@@ -1,6 +1,7 @@
 //! A fast reader for the one YAML shape `aws-auth` lists almost always have (what eksctl, the EKS docs and
-//! our own emitter write): a block sequence of flat mappings whose values are plain or simply quoted
-//! scalars, or lists of them, with full-line comments and blank lines anywhere. It returns `None` for
+//! our own emitter and Terraform's `yamlencode` write): a block sequence of flat mappings whose keys and
+//! values are plain or simply quoted scalars, or lists of them, with full-line comments and blank lines
+//! anywhere. It returns `None` for
 //! anything else — trailing comments, anchors, tags, block scalars, nested mappings, numbers, booleans,
 //! escapes, non-ASCII, odd indentation — and the caller then uses the full YAML parser. Whatever it accepts,
 //! it reads exactly as the full parser does (checked by a differential property test against serde-saphyr),
@@ -196,10 +197,19 @@ pub fn parse(text: &str) -> Option<Vec<Entry<'_>>> {
     (!lines.declined).then_some(entries)
 }
 
-/// `key: value` or `key:`; keys are simple identifiers.
+/// `key: value` or `key:`; keys are simple identifiers, plain or quoted (Terraform's `yamlencode` writes
+/// `"userarn": "…"`).
 fn split_key(s: &str) -> Option<(&str, &str)> {
-    let colon = s.find(':')?;
-    let (key, value) = (&s[..colon], &s[colon + 1..]);
+    let (key, value) = match s.as_bytes().first() {
+        Some(&q @ (b'"' | b'\'')) => {
+            let close = s[1..].find(char::from(q))? + 1;
+            (&s[1..close], s[close + 1..].strip_prefix(':')?)
+        }
+        _ => {
+            let colon = s.find(':')?;
+            (&s[..colon], &s[colon + 1..])
+        }
+    };
     let bytes = key.as_bytes();
     let ok = bytes.first().is_some_and(u8::is_ascii_alphabetic)
         && bytes
@@ -323,6 +333,8 @@ mod tests {
             "- '111122223333'\n- \"444455556666\"\n",
             "# break-glass users, ask #platform\n\n- userarn: arn:aws:iam::1:user/a\n  # temporary\n  username: a\n  groups:\n  # - system:masters\n    - ops\n#- userarn: arn:aws:iam::1:user/old\n",
             "# nothing here yet\n",
+            "- \"groups\":\n  - \"system:masters\"\n  \"userarn\": \"arn:aws:iam::1:user/tf\"\n  \"username\": \"tf\"\n",
+            "- 'userarn': arn\n  username: someone\n",
             "\n- username: 'it''s'\n",
         ];
         for text in cases {
@@ -381,6 +393,10 @@ mod tests {
             "- a: b\u{2028}c\n",
             "- a: b\u{1}\n",
             "- a:\tb\n",
+            "- \"a\" : b\n",
+            "- \"a b\": c\n",
+            "- \"a\": b\n  a: c\n",
+            "- \"a:b\n",
         ] {
             assert_eq!(parse(text), None, "{text:?}");
         }
@@ -455,6 +471,7 @@ mod tests {
                 for (fields, groups, list_style) in entries {
                     for (i, (k, v, st)) in fields.iter().enumerate() {
                         let lead = if i == 0 { "- " } else { "  " };
+                        let k = render_value(k, st / 3);
                         lines.push(format!("{lead}{k}: {}", render_value(v, *st)));
                     }
                     match list_style {
