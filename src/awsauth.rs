@@ -580,14 +580,9 @@ mod tests {
         let users = format!(
             "# Break-glass access. Ask #platform before editing.\n\
              - userarn: {ALICE}\n  username: alice\n  groups:\n  # hand-edited during INC-42\n  - viewers\n\
-             \n# Contractor, until March\n\
-             - userArn: arn:aws:iam::123456789012:user/contractor # not a comment to YAML? it is\n"
-        );
-        // A trailing comment sends the document to the full parser; without it the fast reader takes it.
-        assert!(AwsAuth::parse(Some(&cm(&[("mapUsers", &users)], None))).is_ok());
-        let users = users.replace(" # not a comment to YAML? it is", "");
-        let users = format!(
-            "{users}  username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
+             \n# Contractor\n\
+             - userArn: arn:aws:iam::123456789012:user/contractor  # until March\n\
+             \x20 username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
              - userarn: {bob}\n  username: bob\n  groups:\n    - system:masters\n# end\n"
         );
         let c = cm(
@@ -609,12 +604,22 @@ mod tests {
             format!(
                 "# Break-glass access. Ask #platform before editing.\n\
                  - userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n\
-                 \n# Contractor, until March\n\
-                 - userArn: arn:aws:iam::123456789012:user/contractor\n  username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
+                 \n# Contractor\n\
+                 - userArn: arn:aws:iam::123456789012:user/contractor  # until March\n\
+                 \x20 username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
                  # end\n\
                  - userarn: arn:aws:iam::123456789012:user/carol\n  username: carol\n  groups:\n    - system:masters\n"
             )
         );
+    }
+
+    /// YAML the fast reader declines is read by the full parser (and re-rendered on change).
+    #[test]
+    fn unusual_yaml_goes_to_the_full_parser() {
+        let users = "- userarn: arn:aws:iam::123456789012:user/q\n  username: q # Quinn's, a quote in a comment\n  groups: [a]\n";
+        let doc = AwsAuth::parse(Some(&cm(&[("mapUsers", users)], None))).unwrap();
+        assert!(matches!(doc.users, Users::Values(_, Format::Yaml)));
+        assert_eq!(doc.current()[0].username.as_deref(), Some("q"));
     }
 
     /// What Terraform's `yamlencode` writes (quoted keys, keys sorted) takes the splice too.

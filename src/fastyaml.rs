@@ -1,12 +1,12 @@
 //! A fast reader for the one YAML shape `aws-auth` lists almost always have (what eksctl, the EKS docs and
 //! our own emitter and Terraform's `yamlencode` write): a block sequence of flat mappings whose keys and
 //! values are plain or simply quoted scalars, or lists of them, with full-line comments and blank lines
-//! anywhere. It returns `None` for
-//! anything else — trailing comments, anchors, tags, block scalars, nested mappings, numbers, booleans,
-//! escapes, non-ASCII, odd indentation — and the caller then uses the full YAML parser. Whatever it accepts,
-//! it reads exactly as the full parser does (checked by a differential property test against serde-saphyr),
-//! borrowing from the text instead of allocating, and it reports where each entry's lines are so that a
-//! rewrite can keep untouched entries and every comment byte for byte.
+//! anywhere, and most trailing comments. It returns `None` for anything else — anchors, tags, block
+//! scalars, nested mappings, numbers, booleans, escapes, non-ASCII, odd indentation — and the caller then
+//! uses the full YAML parser. Whatever it accepts, it reads exactly as the full parser does (checked by a
+//! differential property test against serde-saphyr), borrowing from the text instead of allocating, and it
+//! reports where each entry's lines are so that a rewrite can keep untouched entries and every comment byte
+//! for byte.
 
 use serde_json::{Map, Value};
 use std::ops::Range;
@@ -104,7 +104,7 @@ struct Line<'a> {
     start: usize,
     /// Just past the line's newline (or the end of the text).
     end: usize,
-    /// The line without its newline.
+    /// The line without its newline and without a trailing comment.
     s: &'a str,
 }
 
@@ -133,14 +133,22 @@ impl<'a> Lines<'a> {
                 self.pos = end;
                 continue;
             }
-            if s.bytes().any(|b| DECLINED[usize::from(b)]) {
+            // A trailing comment (` #` to the end of the line) is dropped from what is read. It is looked
+            // for only after the line's last quote, where it cannot be inside a quoted string; any other
+            // `#` stays in the content, which then goes to the full parser.
+            let after_quotes = s.rfind(['"', '\'']).map_or(0, |q| q + 1);
+            let content = match s[after_quotes..].find(" #") {
+                Some(i) => s[..after_quotes + i].trim_end(),
+                None => s,
+            };
+            if content.bytes().any(|b| DECLINED[usize::from(b)]) {
                 self.declined = true;
                 return None;
             }
             return Some(Line {
                 start: self.pos,
                 end,
-                s,
+                s: content,
             });
         }
     }
@@ -335,6 +343,8 @@ mod tests {
             "# nothing here yet\n",
             "- \"groups\":\n  - \"system:masters\"\n  \"userarn\": \"arn:aws:iam::1:user/tf\"\n  \"username\": \"tf\"\n",
             "- 'userarn': arn\n  username: someone\n",
+            "- a: 'b' # after the quotes\n  c: \"d\"  # also after\n",
+            "- userarn: arn:aws:iam::1:user/jane   # on call\n  groups: # none yet\n  - ops #x\n  name: b #: [c\n",
             "\n- username: 'it''s'\n",
         ];
         for text in cases {
@@ -371,7 +381,11 @@ mod tests {
     #[test]
     fn declines_what_it_does_not_fully_understand() {
         for text in [
-            "- a: b # trailing\n",
+            "- a: 'b # inside the quotes'\n",
+            "- a: b # it's a comment with a quote\n",
+            "- a: \"b\"#glued\n",
+            "- a: \"b\" # a comment with \"quotes\"\n",
+            "- a: b#c\n",
             "- a: 1\n",
             "- a: yes\n",
             "- a: True\n",
@@ -464,9 +478,20 @@ mod tests {
         (
             prop::collection::vec(entry, 0..5),
             prop::collection::vec((any::<prop::sample::Index>(), arb_trivia()), 0..4),
+            prop::collection::vec(
+                (
+                    any::<prop::sample::Index>(),
+                    prop_oneof![
+                        4 => prop::sample::select(vec![" # note", "   #x", " #: [y", " #"]),
+                        1 => Just("# glued"),
+                    ]
+                    .prop_map(String::from),
+                ),
+                0..3,
+            ),
             any::<bool>(),
         )
-            .prop_map(|(entries, trivia, final_newline)| {
+            .prop_map(|(entries, trivia, trailing, final_newline)| {
                 let mut lines: Vec<String> = Vec::new();
                 for (fields, groups, list_style) in entries {
                     for (i, (k, v, st)) in fields.iter().enumerate() {
@@ -490,6 +515,12 @@ mod tests {
                         _ => {}
                     }
                 }
+                for (at, c) in trailing {
+                    if !lines.is_empty() {
+                        let i = at.index(lines.len());
+                        lines[i].push_str(&c);
+                    }
+                }
                 for (at, t) in trivia {
                     let i = at.index(lines.len() + 1);
                     lines.insert(i, t);
@@ -508,13 +539,22 @@ mod tests {
         use proptest::strategy::ValueTree;
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let (mut fast_path, n) = (0, 500);
-        let mut commented = 0;
+        let (mut commented, mut trailing) = (0, 0);
         for _ in 0..n {
             let text = arb_doc().new_tree(&mut runner).unwrap().current();
             let took = parse(&text).is_some();
             fast_path += usize::from(took);
             commented += usize::from(took && text.contains('#'));
+            trailing += usize::from(
+                took && text
+                    .lines()
+                    .any(|l| !l.trim_start().starts_with('#') && l.contains(" #")),
+            );
         }
+        assert!(
+            trailing > n / 40,
+            "only {trailing} of {n} documents with trailing comments took the fast path"
+        );
         assert!(
             fast_path > n / 10,
             "only {fast_path} of {n} generated documents took the fast path"

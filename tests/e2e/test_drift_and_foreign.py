@@ -150,7 +150,7 @@ def test_full_reconcile_pages_through_iam(stack):
 
 HAND_WRITTEN = """\
 # Break-glass access. Ask #platform-oncall before editing.
-- userarn: arn:aws:iam::123456789012:user/Hand-Written
+- userarn: arn:aws:iam::123456789012:user/Hand-Written  # Jane, on call
   username: hand
   groups:
   - system:masters
