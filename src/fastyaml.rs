@@ -136,10 +136,17 @@ impl<'a> Lines<'a> {
             // A trailing comment (` #` to the end of the line) is dropped from what is read. It is looked
             // for only after the line's last quote, where it cannot be inside a quoted string; any other
             // `#` stays in the content, which then goes to the full parser.
-            let after_quotes = s.rfind(['"', '\'']).map_or(0, |q| q + 1);
-            let content = match s[after_quotes..].find(" #") {
-                Some(i) => s[..after_quotes + i].trim_end(),
-                None => s,
+            let content = if s.as_bytes().contains(&b'#') {
+                let after_quotes = s
+                    .bytes()
+                    .rposition(|b| b == b'"' || b == b'\'')
+                    .map_or(0, |q| q + 1);
+                match s[after_quotes..].find(" #") {
+                    Some(i) => s[..after_quotes + i].trim_end(),
+                    None => s,
+                }
+            } else {
+                s
             };
             if content.bytes().any(|b| DECLINED[usize::from(b)]) {
                 self.declined = true;
