@@ -286,7 +286,7 @@ impl AwsAuth {
         &self.entries
     }
 
-    /// What `plan` does to each existing entry, and the mappings it adds (in key order).
+    /// What `plan` does to each existing entry, and the mappings it adds (in the plan's order: by key).
     fn actions<'p>(&self, plan: &'p Plan) -> (Vec<Action<'p>>, Vec<&'p Mapping>) {
         let mut removes = HashSet::new();
         let mut updates = HashMap::new();
@@ -318,7 +318,6 @@ impl AwsAuth {
                 }
             })
             .collect();
-        adds.sort_by(|a, b| ArnKey(&a.arn).cmp(&ArnKey(&b.arn)));
         (actions, adds)
     }
 
@@ -358,10 +357,10 @@ impl AwsAuth {
                     pos = span.end;
                 }
                 out.push_str(&text[pos..]);
-                if !adds.is_empty() && !out.is_empty() && !out.ends_with('\n') {
-                    out.push('\n');
-                }
                 if !adds.is_empty() {
+                    if !out.is_empty() && !out.ends_with('\n') {
+                        out.push('\n');
+                    }
                     let added: Vec<Value> = adds.into_iter().map(canonical).collect();
                     out.push_str(&yaml::to_yaml(&Value::Array(added)));
                 }

@@ -40,7 +40,7 @@ pub struct Entry<'a> {
     pub item: Item<'a>,
 }
 
-impl<'a> Node<'a> {
+impl Node<'_> {
     pub fn to_value(&self) -> Value {
         match self {
             Node::Null => Value::Null,
@@ -179,7 +179,7 @@ pub fn parse(text: &str) -> Option<Vec<Entry<'_>>> {
             return None;
         }
         lines.pos = line.end;
-        let item = match split_key(rest) {
+        let (item, end) = match split_key(rest) {
             // `- key: value` starts a mapping item; its other keys follow at indent 2.
             Some((key, value)) => {
                 let mut fields = Vec::with_capacity(4);
@@ -195,17 +195,13 @@ pub fn parse(text: &str) -> Option<Vec<Entry<'_>>> {
                     lines.pos = next.end;
                     end = field(&mut fields, k, v, &mut lines, next.end)?;
                 }
-                entries.push(Entry {
-                    span: line.start..end,
-                    item: Item::Map(fields),
-                });
-                continue;
+                (Item::Map(fields), end)
             }
             // `- scalar` (e.g. mapAccounts).
-            None => Item::Scalar(scalar(rest)?),
+            None => (Item::Scalar(scalar(rest)?), line.end),
         };
         entries.push(Entry {
-            span: line.start..line.end,
+            span: line.start..end,
             item,
         });
     }
