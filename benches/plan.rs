@@ -2,9 +2,10 @@
 //! desired set of 300 admins (20 new, 10 stale owned entries to remove, 5 hand-edited to repair).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use eks_admin_sync::awsauth::{AwsAuth, OWNED_ANNOTATION};
-use eks_admin_sync::desired::Mapping;
-use eks_admin_sync::plan::{Scope, plan};
+use eks_admin_sync::core::grants::Grant;
+use eks_admin_sync::core::plan::{Scope, plan};
+use eks_admin_sync::store::aws_auth::document::{AwsAuth, Deployment, OWNED_ANNOTATION};
+use eks_admin_sync::store::aws_auth::{fastyaml, yaml};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ fn arn(i: usize) -> String {
     format!("arn:aws:iam::123456789012:user/team{}/user{i:05}", i % 7)
 }
 
-fn big_configmap() -> (ConfigMap, Vec<Mapping>) {
+fn big_configmap() -> (ConfigMap, Vec<Grant>) {
     let mut users = Vec::new();
     let mut owned = Vec::new();
     for i in 0..3000 {
@@ -25,7 +26,7 @@ fn big_configmap() -> (ConfigMap, Vec<Mapping>) {
                 json!(["system:masters"])
             };
             users.push(
-                json!({"userarn": arn(i), "username": format!("user{i:05}"), "groups": groups}),
+                json!({"userarn": arn(i), "username": format!("user{i:05}"), "groups": groups, "eks-admin-sync": "default"}),
             );
             owned.push(arn(i));
         } else {
@@ -37,31 +38,25 @@ fn big_configmap() -> (ConfigMap, Vec<Mapping>) {
         .collect();
     let cm = ConfigMap {
         data: Some(BTreeMap::from([
-            (
-                "mapUsers".to_string(),
-                eks_admin_sync::yaml::to_yaml(&json!(users)),
-            ),
-            (
-                "mapRoles".to_string(),
-                eks_admin_sync::yaml::to_yaml(&json!(roles)),
-            ),
+            ("mapUsers".to_string(), yaml::to_yaml(&json!(users))),
+            ("mapRoles".to_string(), yaml::to_yaml(&json!(roles))),
         ])),
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             annotations: Some(BTreeMap::from([(
                 OWNED_ANNOTATION.to_string(),
-                serde_json::to_string(&owned).unwrap(),
+                json!({"v": 2, "tagKey": "eks-cluster-admin", "arns": owned}).to_string(),
             )])),
             ..Default::default()
         },
         ..Default::default()
     };
     // 280 of the owned entries stay desired (10 owned ones are dropped), plus 20 users never mapped.
-    let mut desired: Vec<Mapping> = (0..3000)
+    let mut desired: Vec<Grant> = (0..3000)
         .step_by(2)
         .take(290)
         .skip(10)
         .chain(3000..3020)
-        .map(|i| Mapping {
+        .map(|i| Grant {
             arn: arn(i),
             username: format!("user{i:05}"),
             groups: vec!["system:masters".into()],
@@ -71,7 +66,15 @@ fn big_configmap() -> (ConfigMap, Vec<Mapping>) {
     (cm, desired)
 }
 
+fn me() -> Deployment {
+    Deployment {
+        id: "default".into(),
+        tag_key: "eks-cluster-admin".into(),
+    }
+}
+
 fn parse_plan_render(c: &mut Criterion) {
+    let me = me();
     let (cm, desired) = big_configmap();
     let bytes: usize = cm.data.as_ref().unwrap().values().map(String::len).sum();
     println!(
@@ -79,8 +82,8 @@ fn parse_plan_render(c: &mut Criterion) {
     );
     c.bench_function("parse+plan+render 3000 users 1000 roles", |b| {
         b.iter(|| {
-            let doc = AwsAuth::parse(Some(black_box(&cm))).unwrap();
-            let p = plan(doc.current(), doc.owned(), black_box(&desired), &Scope::All);
+            let doc = AwsAuth::parse(Some(black_box(&cm)), &me).unwrap();
+            let p = plan(doc.state(), black_box(&desired), &Scope::All);
             let update = doc.render(cm.data.as_ref(), &p).unwrap();
             assert!(update.map_users.is_some());
             black_box(update)
@@ -90,6 +93,7 @@ fn parse_plan_render(c: &mut Criterion) {
 
 /// The stages apart, to see where the time goes.
 fn stages(c: &mut Criterion) {
+    let me = me();
     let (cm, desired) = big_configmap();
     let data = cm.data.as_ref().unwrap();
     c.bench_function("stage: yaml parse mapUsers", |b| {
@@ -98,32 +102,25 @@ fn stages(c: &mut Criterion) {
         })
     });
     c.bench_function("stage: fast parse mapUsers", |b| {
-        b.iter(|| eks_admin_sync::fastyaml::parse(black_box(&data["mapUsers"])).unwrap())
+        b.iter(|| fastyaml::parse(black_box(&data["mapUsers"])).unwrap())
     });
     c.bench_function("stage: fast parse mapRoles", |b| {
-        b.iter(|| eks_admin_sync::fastyaml::parse(black_box(&data["mapRoles"])).unwrap())
+        b.iter(|| fastyaml::parse(black_box(&data["mapRoles"])).unwrap())
     });
     c.bench_function("stage: AwsAuth::parse", |b| {
-        b.iter(|| AwsAuth::parse(Some(black_box(&cm))).unwrap())
+        b.iter(|| AwsAuth::parse(Some(black_box(&cm)), &me).unwrap())
     });
     c.bench_function("stage: yaml parse mapRoles", |b| {
         b.iter(|| {
             serde_saphyr::from_str::<serde_json::Value>(black_box(&data["mapRoles"])).unwrap()
         })
     });
-    let doc = AwsAuth::parse(Some(&cm)).unwrap();
-    let current = doc.current();
+    let doc = AwsAuth::parse(Some(&cm), &me).unwrap();
+    let state = doc.state();
     c.bench_function("stage: plan", |b| {
-        b.iter(|| {
-            plan(
-                black_box(current),
-                doc.owned(),
-                black_box(&desired),
-                &Scope::All,
-            )
-        })
+        b.iter(|| plan(black_box(state), black_box(&desired), &Scope::All))
     });
-    let p = plan(current, doc.owned(), &desired, &Scope::All);
+    let p = plan(state, &desired, &Scope::All);
     c.bench_function("stage: render", |b| {
         b.iter(|| doc.render(cm.data.as_ref(), black_box(&p)).unwrap())
     });

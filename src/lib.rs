@@ -1,17 +1,11 @@
-//! eks-admin-sync: keeps EKS cluster-admin mappings in `kube-system/aws-auth` in sync with tagged IAM users.
+//! eks-admin-sync: keeps EKS cluster-admin access in sync with tagged IAM users.
 //!
-//! Pure core (no I/O): [`config`], [`event`], [`desired`], [`plan`], [`awsauth`], [`yaml`], [`token`]
-//! (signing only). Adapters at the edge: [`aws`] (IAM, EKS), [`cluster`] (Kubernetes API),
-//! [`handler`] (one invocation, shared by the Lambda runtime and the CLI).
+//! Arrows point down only: the binary (`main.rs`) → [`adapters`] and [`store`] → [`core`].
+//! - [`core`]: pure; settings, events, grants, plans, the guard, audit records, the reconcile and its ports.
+//! - [`store`]: one module per place grants live (today [`store::aws_auth`]); each implements
+//!   [`core::ports::Store`].
+//! - [`adapters`]: IAM, EKS (the cluster directory), the token signer, Kubernetes clients, CLI rendering.
 
-pub mod aws;
-pub mod awsauth;
-pub mod cluster;
-pub mod config;
-pub mod desired;
-pub mod event;
-pub mod fastyaml;
-pub mod handler;
-pub mod plan;
-pub mod token;
-pub mod yaml;
+pub mod adapters;
+pub mod core;
+pub mod store;

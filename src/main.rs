@@ -2,22 +2,25 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use eks_admin_sync::aws::{Eks, Iam};
-use eks_admin_sync::cluster::{AwsAuthBackend, ClusterReport};
-use eks_admin_sync::config::Settings;
-use eks_admin_sync::event::Intent;
-use eks_admin_sync::handler::{Handler, HandlerError, Report};
-use eks_admin_sync::plan::Change;
-use eks_admin_sync::token::{Signer, StsTarget, exec_credential};
+use eks_admin_sync::adapters::aws::{DIRECTORY_TTL, Directory, Eks, Iam};
+use eks_admin_sync::adapters::cli;
+use eks_admin_sync::adapters::kube::KubeClients;
+use eks_admin_sync::adapters::token::{Signer, StsTarget, exec_credential};
+use eks_admin_sync::core::event::{Action, Intent, Trigger};
+use eks_admin_sync::core::reconcile::{Clock, ReconcileError, Reconciler, Report};
+use eks_admin_sync::core::settings::Settings;
+use eks_admin_sync::store::aws_auth::AwsAuthStore;
+use eks_admin_sync::store::aws_auth::document::Deployment;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
 #[command(
     name = "eks-admin-sync",
     version,
-    about = "Keeps EKS cluster-admin mappings in kube-system/aws-auth in sync with tagged IAM users.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_GROUPS, USERNAME_TEMPLATE, DRY_RUN) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
+    about = "Keeps EKS cluster-admin mappings in kube-system/aws-auth in sync with tagged IAM users.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_GROUPS, USERNAME_TEMPLATE, DRY_RUN, MAX_REMOVALS, CLUSTER_TIMEOUT_SECONDS, DEPLOYMENT_ID) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,12 +37,19 @@ enum Command {
         /// Plan and report without writing.
         #[arg(long)]
         dry_run: bool,
+        /// Let this one run past the removal guard (MAX_REMOVALS, no principal carrying the tag key,
+        /// an ownership record under another tag key).
+        #[arg(long)]
+        force: bool,
     },
     /// Show what a reconcile would change, per cluster, as a table. Writes nothing.
     Plan {
         /// Only plan for this IAM user (repeatable).
         #[arg(long = "user", value_name = "NAME")]
         users: Vec<String>,
+        /// Show what a forced reconcile would do.
+        #[arg(long)]
+        force: bool,
     },
     /// Run exactly the Lambda handler on a JSON event from FILE (or - for stdin) and print the result.
     HandleEvent {
@@ -54,7 +64,7 @@ enum Command {
     },
 }
 
-type AppHandler = Handler<Iam, AwsAuthBackend>;
+type App = Reconciler<Iam, AwsAuthStore>;
 
 struct Aws {
     conf: aws_config::SdkConfig,
@@ -89,9 +99,14 @@ async fn load_aws() -> anyhow::Result<Aws> {
     })
 }
 
-fn build_handler(aws: &Aws, settings: Settings) -> AppHandler {
-    let backend = AwsAuthBackend::new(Eks::new(&aws.conf), aws.signer.clone());
-    Handler::new(settings, Iam::new(&aws.conf), backend)
+fn build_app(aws: &Aws, settings: Settings) -> App {
+    let directory = Directory::new(Eks::new(&aws.conf), DIRECTORY_TTL);
+    let me = Deployment {
+        id: settings.deployment_id.clone(),
+        tag_key: settings.tag_key.clone(),
+    };
+    let store = AwsAuthStore::new(KubeClients::new(directory, aws.signer.clone()), me);
+    Reconciler::new(settings, Iam::new(&aws.conf), store)
 }
 
 fn init_tracing(json: bool) {
@@ -109,7 +124,10 @@ fn init_tracing(json: bool) {
     if json {
         b.json().with_current_span(false).without_time().init();
     } else {
-        b.with_writer(std::io::stderr).init();
+        // Colour only for a person at a terminal: logs piped to a file or a collector stay plain text.
+        b.with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
 }
 
@@ -141,14 +159,34 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
     // Everything below runs once per cold start; clients and caches live across warm invocations.
     let settings = Settings::from_env()?;
     let aws = load_aws().await?;
-    let handler = build_handler(&aws, settings);
-    let handler = &handler;
+    let app = build_app(&aws, settings);
+    let app = &app;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        match handler.handle(&ev.payload).await {
+        let clock = lambda_clock(ev.context.deadline);
+        let mut intent = match eks_admin_sync::core::event::parse(&ev.payload) {
+            Ok(i) => i,
+            Err(e) => return Err(lambda_runtime::Error::from(e.to_string())),
+        };
+        if intent.trigger.kind == "manual" {
+            intent.trigger.event_id = Some(ev.context.request_id.clone());
+        }
+        let result = app.run(intent, clock).await;
+        // Audit records and metrics go to stdout as one JSON object a line (CloudWatch reads the EMF lines).
+        let printed: Option<&Report> = match &result {
+            Ok(r) => Some(r),
+            Err(ReconcileError::Clusters { report, .. }) => Some(report),
+            Err(_) => None,
+        };
+        if let Some(r) = printed
+            && let Err(e) = cli::write_lines(&mut std::io::stdout().lock(), r)
+        {
+            tracing::error!(error = %e, "could not write the audit and metric lines");
+        }
+        match result {
             Ok(report) => Ok(serde_json::to_value(&report)?),
             Err(e) => {
-                if let HandlerError::Clusters { report, .. } = &e {
-                    tracing::error!(report = %serde_json::to_string(report).unwrap_or_default(), "partial failure");
+                if let ReconcileError::Clusters { report, .. } = &e {
+                    tracing::error!(report = %serde_json::to_string(report).unwrap_or_default(), "clusters need attention");
                 }
                 Err(lambda_runtime::Error::from(e.to_string()))
             }
@@ -160,7 +198,7 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
 async fn run_cli(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Token { cluster } => {
-            if !eks_admin_sync::config::valid_cluster_name(&cluster) {
+            if !eks_admin_sync::core::settings::valid_cluster_name(&cluster) {
                 bail!("{cluster:?} is not a valid EKS cluster name");
             }
             let aws = load_aws().await?;
@@ -177,129 +215,71 @@ async fn run_cli(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else {
                 bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
             }
-            let intent = eks_admin_sync::event::parse_bytes(&bytes)?;
+            let intent = eks_admin_sync::core::event::parse_bytes(&bytes)?;
             run_intent(intent, false).await
         }
-        Command::Reconcile { users, dry_run } => {
-            run_intent(intent_for(users, dry_run)?, false).await
-        }
-        Command::Plan { users } => run_intent(intent_for(users, true)?, true).await,
+        Command::Reconcile {
+            users,
+            dry_run,
+            force,
+        } => run_intent(intent_for(users, dry_run, force)?, false).await,
+        Command::Plan { users, force } => run_intent(intent_for(users, true, force)?, true).await,
     }
 }
 
-fn intent_for(users: Vec<String>, dry_run: bool) -> anyhow::Result<Intent> {
+/// The Lambda's deadline (milliseconds since the epoch) as a tokio instant.
+fn lambda_clock(deadline_ms: u64) -> Clock {
+    let now = SystemTime::now();
+    let now_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Clock {
+        now,
+        lambda_deadline: (deadline_ms > 0).then(|| tokio::time::Instant::now() + remaining),
+    }
+}
+
+fn intent_for(users: Vec<String>, dry_run: bool, force: bool) -> anyhow::Result<Intent> {
     for u in &users {
-        if !eks_admin_sync::event::valid_user_name(u) {
+        if !eks_admin_sync::core::event::valid_user_name(u) {
             bail!("{u:?} is not a valid IAM user name");
         }
     }
-    Ok(if users.is_empty() {
-        Intent::ReconcileAll { dry_run }
+    let action = if users.is_empty() {
+        Action::ReconcileAll
     } else {
-        Intent::ReconcileUsers { users, dry_run }
+        Action::ReconcileUsers(users)
+    };
+    Ok(Intent {
+        action,
+        trigger: Trigger::of_kind("cli"),
+        dry_run,
+        force,
     })
 }
 
 async fn run_intent(intent: Intent, table: bool) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::from_env()?;
     let aws = load_aws().await?;
-    let handler = build_handler(&aws, settings);
-    let (report, err) = match handler.run(intent).await {
+    let app = build_app(&aws, settings);
+    let (report, err) = match app.run(intent, Clock::unbounded()).await {
         Ok(r) => (r, None),
-        Err(HandlerError::Clusters { report, failed }) => {
-            let msg = failed
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n  ");
-            (*report, Some(msg))
-        }
+        Err(ReconcileError::Clusters { report, summary }) => (*report, Some(summary)),
         Err(e) => return Err(e.into()),
     };
+    // The same audit and metric lines as the Lambda, on stderr (stdout carries the report).
+    cli::write_lines(&mut std::io::stderr().lock(), &report)?;
     if table {
-        print!("{}", render_table(&report));
+        print!("{}", cli::render_table(&report));
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     match err {
         None => Ok(std::process::ExitCode::SUCCESS),
         Some(msg) => {
-            eprintln!("error: some clusters failed:\n  {msg}");
+            eprintln!("error: {msg}");
             Ok(std::process::ExitCode::FAILURE)
         }
     }
-}
-
-fn render_table(report: &Report) -> String {
-    let mut out = String::new();
-    for c in &report.clusters {
-        out.push_str(&format!(
-            "cluster {}: {} to add, {} to update, {} to remove, {} unchanged, {} skipped\n",
-            c.cluster,
-            c.added.len(),
-            c.updated.len(),
-            c.removed.len(),
-            c.unchanged,
-            c.skipped.len()
-        ));
-        out.push_str(&table_rows(c));
-    }
-    for e in &report.errors {
-        out.push_str(&format!("error: {e}\n"));
-    }
-    for n in &report.notes {
-        out.push_str(&format!("note: {n}\n"));
-    }
-    out
-}
-
-fn table_rows(c: &ClusterReport) -> String {
-    let mut rows: Vec<[String; 4]> = vec![[
-        "ACTION".into(),
-        "USER ARN".into(),
-        "USERNAME".into(),
-        "GROUPS".into(),
-    ]];
-    for ch in &c.changes {
-        let (action, m, from) = match ch {
-            Change::Add(m) => ("add", m, None),
-            Change::Update { from, to } => ("update", to, Some(from)),
-            Change::Remove(m) => ("remove", m, None),
-        };
-        let groups = match from {
-            Some(f) if f.groups != m.groups => {
-                format!("{} -> {}", f.groups.join(","), m.groups.join(","))
-            }
-            _ => m.groups.join(","),
-        };
-        let user = match from {
-            Some(f) if f.username != m.username => format!("{} -> {}", f.username, m.username),
-            _ => m.username.clone(),
-        };
-        rows.push([action.into(), m.arn.clone(), user, groups]);
-    }
-    for s in &c.skipped {
-        rows.push([
-            "skip".into(),
-            s.arn.clone(),
-            String::new(),
-            s.reason.clone(),
-        ]);
-    }
-    if rows.len() == 1 {
-        return "  (no changes)\n".into();
-    }
-    let widths: Vec<usize> = (0..4)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        out.push_str("  ");
-        for i in 0..4 {
-            out.push_str(&format!("{:<w$}  ", r[i], w = widths[i]));
-        }
-        out.truncate(out.trim_end().len());
-        out.push('\n');
-    }
-    out
 }

@@ -3,6 +3,7 @@
 //! Parsing is pure: [`Settings::from_lookup`] takes a lookup function so tests need no process env.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Tag key that marks an IAM user as cluster admin, unless `ADMIN_TAG_KEY` says otherwise.
 pub const DEFAULT_TAG_KEY: &str = "eks-cluster-admin";
@@ -10,6 +11,14 @@ pub const DEFAULT_TAG_KEY: &str = "eks-cluster-admin";
 pub const DEFAULT_GROUPS: &str = "system:masters";
 /// Username written into `mapUsers`, unless `USERNAME_TEMPLATE` says otherwise.
 pub const DEFAULT_USERNAME_TEMPLATE: &str = "{{UserName}}";
+
+/// Removals one full reconcile may make on one cluster before the guard refuses them, unless
+/// `MAX_REMOVALS` says otherwise (`0`: no cap).
+pub const DEFAULT_MAX_REMOVALS: usize = 10;
+/// Time a cluster may take (read, plan, write) unless `CLUSTER_TIMEOUT_SECONDS` says otherwise.
+pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Names this deployment's ownership records unless `DEPLOYMENT_ID` says otherwise.
+pub const DEFAULT_DEPLOYMENT_ID: &str = "default";
 
 /// Placeholders a username template may contain.
 const TEMPLATE_PLACEHOLDERS: [&str; 2] = ["{{UserName}}", "{{AccountID}}"];
@@ -37,6 +46,13 @@ pub struct Settings {
     pub groups: Vec<String>,
     pub username_template: String,
     pub dry_run: bool,
+    /// Removals a full reconcile may make per cluster before the guard refuses them; `None`: no cap.
+    pub max_removals: Option<usize>,
+    /// The longest one cluster may take in one invocation (the Lambda's remaining time may cut it shorter).
+    pub cluster_timeout: Duration,
+    /// Which deployment this is: its entries and ownership records carry this id, so two deployments
+    /// (say with different tag keys) can share a cluster without touching each other's entries.
+    pub deployment_id: String,
 }
 
 impl Settings {
@@ -99,12 +115,54 @@ impl Settings {
             })?,
         };
 
+        let max_removals = match non_empty(&get, "MAX_REMOVALS") {
+            None => Some(DEFAULT_MAX_REMOVALS),
+            Some(v) => match v.parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: "MAX_REMOVALS",
+                        value: v,
+                        reason: "expected a whole number (0: no cap)".into(),
+                    });
+                }
+            },
+        };
+
+        let cluster_timeout = match non_empty(&get, "CLUSTER_TIMEOUT_SECONDS") {
+            None => DEFAULT_CLUSTER_TIMEOUT,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n @ 1..=900) => Duration::from_secs(n),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "CLUSTER_TIMEOUT_SECONDS",
+                        value: v,
+                        reason: "expected whole seconds from 1 to 900".into(),
+                    });
+                }
+            },
+        };
+
+        let deployment_id =
+            non_empty(&get, "DEPLOYMENT_ID").unwrap_or_else(|| DEFAULT_DEPLOYMENT_ID.into());
+        if !valid_deployment_id(&deployment_id) {
+            return Err(ConfigError::Invalid {
+                var: "DEPLOYMENT_ID",
+                value: deployment_id,
+                reason: "expected 1-40 lowercase letters, digits or '-', starting with a letter and not ending with '-'".into(),
+            });
+        }
+
         Ok(Settings {
             clusters,
             tag_key,
             groups,
             username_template,
             dry_run,
+            max_removals,
+            cluster_timeout,
+            deployment_id,
         })
     }
 
@@ -128,6 +186,17 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     } else {
         None
     }
+}
+
+/// Deployment ids end up in annotation names and entry fields: keep them short and plain.
+pub fn valid_deployment_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 40
+        && b[0].is_ascii_lowercase()
+        && !id.ends_with('-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// EKS cluster names: 1-100 characters, `^[0-9A-Za-z][A-Za-z0-9\-_]*`.
@@ -200,6 +269,9 @@ mod tests {
         assert_eq!(s.groups, vec!["system:masters"]);
         assert_eq!(s.username_template, "{{UserName}}");
         assert!(!s.dry_run);
+        assert_eq!(s.max_removals, Some(10));
+        assert_eq!(s.cluster_timeout, Duration::from_secs(20));
+        assert_eq!(s.deployment_id, "default");
     }
 
     #[test]
@@ -241,6 +313,31 @@ mod tests {
                 ],
                 Ok(()),
             ),
+            (&[("CLUSTER_NAMES", "a"), ("MAX_REMOVALS", "0")], Ok(())),
+            (
+                &[("CLUSTER_NAMES", "a"), ("MAX_REMOVALS", "-1")],
+                Err("MAX_REMOVALS"),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("CLUSTER_TIMEOUT_SECONDS", "0")],
+                Err("CLUSTER_TIMEOUT_SECONDS"),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("CLUSTER_TIMEOUT_SECONDS", "5")],
+                Ok(()),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("DEPLOYMENT_ID", "viewers")],
+                Ok(()),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("DEPLOYMENT_ID", "Viewers")],
+                Err("DEPLOYMENT_ID"),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("DEPLOYMENT_ID", "a/b")],
+                Err("DEPLOYMENT_ID"),
+            ),
         ];
         for (vars, want) in cases {
             match (settings(vars), want) {
@@ -261,6 +358,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.clusters, vec!["a", "b"]);
         assert_eq!(s.groups, vec!["system:masters", "ops"]);
+        let s = settings(&[("CLUSTER_NAMES", "a"), ("MAX_REMOVALS", "0")]).unwrap();
+        assert_eq!(s.max_removals, None, "0 means no cap");
     }
 
     #[test]

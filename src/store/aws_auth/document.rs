@@ -10,11 +10,18 @@
 //!   their position, key spelling, key order, unknown fields and values, but YAML comments are lost.
 //! - `mapRoles`, `mapAccounts` and every other key are never touched (they are parsed only to refuse
 //!   working on a document EKS cannot read fully).
-//! - Ownership lives in an annotation (EKS ignores annotations): a JSON list of the user ARNs we wrote.
+//! - Ownership is kept twice, so that losing either one never makes revocation silent:
+//!   - every entry this deployment writes carries the field `eks-admin-sync: <DEPLOYMENT_ID>` (EKS ignores
+//!     unknown fields), so `kubectl replace` or a GitOps tool dropping the annotation changes nothing;
+//!   - the annotation [`record_annotation`] (one per deployment; EKS ignores annotations) records the
+//!     principals and the tag key: `{"v":2,"tagKey":"…","arns":[…]}`. The first version's plain JSON list
+//!     is still read, and its entries (which carry no mark yet) are ours and get the mark on the next write.
+//! - An entry whose mark names another value is someone else's (another deployment, or a person who took
+//!   it over). An entry the record names but that lacks our mark is unclear and left alone.
 
-use crate::desired::Mapping;
-use crate::plan::{ArnKey, Change, CurrentEntry, Plan};
-use crate::{fastyaml, yaml};
+use crate::core::grants::{ArnKey, Grant};
+use crate::core::plan::{Change, ClusterState, CurrentEntry, Owner, Plan};
+use crate::store::aws_auth::{fastyaml, yaml};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,7 +29,10 @@ use std::ops::Range;
 
 pub const NAMESPACE: &str = "kube-system";
 pub const NAME: &str = "aws-auth";
+/// The default deployment's record (the name the first version used for its plain list).
 pub const OWNED_ANNOTATION: &str = "eks-admin-sync/owned-user-arns";
+/// The field that marks an entry as one deployment's: its value is the `DEPLOYMENT_ID`.
+pub const MARK_FIELD: &str = "eks-admin-sync";
 pub const MAP_USERS: &str = "mapUsers";
 const LIST_KEYS: [&str; 3] = ["mapUsers", "mapRoles", "mapAccounts"];
 /// The API server's limit on a ConfigMap's data (data + binaryData).
@@ -47,9 +57,9 @@ pub enum AwsAuthError {
         found: &'static str,
     },
     #[error(
-        "kube-system/aws-auth annotation {OWNED_ANNOTATION} is not a JSON list of ARNs ({0}); fix or remove it, nothing was written"
+        "kube-system/aws-auth annotation {annotation} is not an ownership record ({message}); fix or remove it, nothing was written"
     )]
-    Ownership(String),
+    Ownership { annotation: String, message: String },
     #[error("cannot render kube-system/aws-auth {what}: {message}; nothing was written")]
     Render { what: &'static str, message: String },
     #[error(
@@ -76,14 +86,76 @@ enum Format {
     Json,
 }
 
+/// The annotation holding one deployment's ownership record.
+pub fn record_annotation(deployment: &str) -> String {
+    if deployment == crate::core::settings::DEFAULT_DEPLOYMENT_ID {
+        OWNED_ANNOTATION.to_string()
+    } else {
+        format!("{OWNED_ANNOTATION}.{deployment}")
+    }
+}
+
+/// Which deployment reads and writes the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: String,
+    pub tag_key: String,
+}
+
+/// The ownership record as read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Record {
+    arns: Vec<String>,
+    /// `None` for the first version's plain list.
+    tag_key: Option<String>,
+    legacy: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordV2 {
+    v: u32,
+    #[serde(rename = "tagKey")]
+    tag_key: String,
+    arns: Vec<String>,
+}
+
+fn parse_record(annotation: &str, text: &str) -> Result<Record, AwsAuthError> {
+    let err = |message: String| AwsAuthError::Ownership {
+        annotation: annotation.to_string(),
+        message,
+    };
+    if text.trim_start().starts_with('[') {
+        let arns = serde_json::from_str::<Vec<String>>(text).map_err(|e| err(e.to_string()))?;
+        return Ok(Record {
+            arns,
+            tag_key: None,
+            legacy: true,
+        });
+    }
+    let r: RecordV2 = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+    if r.v != 2 {
+        return Err(err(format!(
+            "version {} is newer than this function understands",
+            r.v
+        )));
+    }
+    Ok(Record {
+        arns: r.arns,
+        tag_key: Some(r.tag_key),
+        legacy: false,
+    })
+}
+
 /// The parts of `aws-auth` this function reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsAuth {
-    /// `mapUsers` as the planner sees it, one per entry in document order.
-    entries: Vec<CurrentEntry>,
+    /// `mapUsers` as the planner sees it (entries in document order, owners worked out) and the record.
+    state: ClusterState,
     /// `mapUsers` as it is written, to write it back.
     users: Users,
-    owned: Vec<String>,
+    record: Record,
+    me: Deployment,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,9 +216,15 @@ fn parse_error(key: &'static str, e: &serde_saphyr::Error) -> AwsAuthError {
     }
 }
 
+/// Texts EKS reads as "no entries": blank, or an empty quoted string (`""`, `''`) or two backticks, which
+/// people write to clear a key.
+pub fn reads_as_empty(text: &str) -> bool {
+    matches!(text.trim(), "" | "\"\"" | "''" | "``")
+}
+
 /// Parses one list-valued key as EKS would: JSON or YAML text, empty means no entries.
 fn parse_list<'a>(key: &'static str, text: &'a str) -> Result<Parsed<'a>, AwsAuthError> {
-    if text.trim().is_empty() {
+    if reads_as_empty(text) {
         return Ok(Parsed::Values(Vec::new(), Format::Yaml));
     }
     // YAML lists start with `- ` or a comment, JSON ones with `[`: try the likely reader first.
@@ -181,11 +259,22 @@ fn field<'a>(entry: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
         .next_back()
 }
 
+/// An entry as read, before its owner is worked out: the planner's view and its mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Read {
+    entry: CurrentEntry,
+    mark: Option<String>,
+}
+
 /// How the planner sees an entry read by the full parser.
-fn entry_of_value(v: &Value) -> CurrentEntry {
+fn entry_of_value(v: &Value) -> Read {
     let obj = v.as_object();
     let get = |name: &str| obj.and_then(|o| field(o, name));
-    CurrentEntry {
+    let mark = get(MARK_FIELD).map(|m| match m {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let entry = CurrentEntry {
         arn: get("userarn")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -200,13 +289,19 @@ fn entry_of_value(v: &Value) -> CurrentEntry {
                     .collect()
             })
             .unwrap_or_default(),
-    }
+        owner: Owner::Foreign,
+    };
+    Read { entry, mark }
 }
 
 /// How the planner sees an entry read by the fast reader (the same as [`entry_of_value`] of its value).
-fn entry_of_item(item: &fastyaml::Item<'_>) -> CurrentEntry {
+fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
     use fastyaml::Node;
-    CurrentEntry {
+    let mark = item.field(MARK_FIELD).map(|n| match n {
+        Node::Str(s) => (*s).to_string(),
+        other => other.to_value().to_string(),
+    });
+    let entry = CurrentEntry {
         arn: match item.field("userarn") {
             Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
             _ => None,
@@ -219,11 +314,28 @@ fn entry_of_item(item: &fastyaml::Item<'_>) -> CurrentEntry {
             Some(Node::List(l)) => l.iter().map(|s| (*s).to_string()).collect(),
             _ => Vec::new(),
         },
-    }
+        owner: Owner::Foreign,
+    };
+    Read { entry, mark }
 }
 
-fn canonical(m: &Mapping) -> Value {
-    json!({"userarn": m.arn, "username": m.username, "groups": m.groups})
+/// Whose an entry is: our mark → ours; another mark → someone else's (a person who took it over, or another
+/// deployment); no mark → ours if the first version's record names it, unclear if our record names it,
+/// foreign otherwise.
+fn owner_of(read: &Read, record: &Record, deployment: &str) -> Owner {
+    match (&read.mark, &read.entry.arn) {
+        (Some(m), _) if m == deployment => Owner::Us { marked: true },
+        (Some(_), _) | (None, None) => Owner::Foreign,
+        (None, Some(arn)) => {
+            if !record.arns.iter().any(|a| ArnKey(a) == ArnKey(arn)) {
+                Owner::Foreign
+            } else if record.legacy {
+                Owner::Us { marked: false }
+            } else {
+                Owner::Unclear
+            }
+        }
+    }
 }
 
 /// What a plan does to one existing `mapUsers` entry.
@@ -231,12 +343,12 @@ fn canonical(m: &Mapping) -> Value {
 enum Action<'p> {
     Keep,
     Drop,
-    Replace(&'p Mapping),
+    Replace(&'p Grant),
 }
 
 impl AwsAuth {
-    /// Reads the ConfigMap; `None` (not found) is an empty document.
-    pub fn parse(cm: Option<&ConfigMap>) -> Result<Self, AwsAuthError> {
+    /// Reads the ConfigMap as `me` sees it; `None` (not found) is an empty document.
+    pub fn parse(cm: Option<&ConfigMap>, me: &Deployment) -> Result<Self, AwsAuthError> {
         let empty = BTreeMap::new();
         let data = cm.and_then(|c| c.data.as_ref()).unwrap_or(&empty);
         let mut entries = Vec::new();
@@ -262,32 +374,49 @@ impl AwsAuth {
                 }
             };
         }
-        let owned = match cm
+        let annotation = record_annotation(&me.id);
+        let record = match cm
             .and_then(|c| c.metadata.annotations.as_ref())
-            .and_then(|a| a.get(OWNED_ANNOTATION))
+            .and_then(|a| a.get(&annotation))
         {
-            None => Vec::new(),
-            Some(text) => serde_json::from_str::<Vec<String>>(text)
-                .map_err(|e| AwsAuthError::Ownership(e.to_string()))?,
+            None => Record::default(),
+            Some(text) => parse_record(&annotation, text)?,
         };
+        let entries = entries
+            .into_iter()
+            .map(|r: Read| CurrentEntry {
+                owner: owner_of(&r, &record, &me.id),
+                ..r.entry
+            })
+            .collect();
         Ok(AwsAuth {
-            entries,
+            state: ClusterState {
+                entries,
+                recorded: record.arns.clone(),
+                record_tag_key: record.tag_key.clone(),
+            },
             users,
-            owned,
+            record,
+            me: me.clone(),
         })
     }
 
-    pub fn owned(&self) -> &[String] {
-        &self.owned
+    /// The document as the planner sees it.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
     }
 
     /// The `mapUsers` entries as the planner sees them, in document order.
     pub fn current(&self) -> &[CurrentEntry] {
-        &self.entries
+        &self.state.entries
+    }
+
+    fn canonical(&self, g: &Grant) -> Value {
+        json!({"userarn": g.arn, "username": g.username, "groups": g.groups, MARK_FIELD: self.me.id})
     }
 
     /// What `plan` does to each existing entry, and the mappings it adds (in the plan's order: by key).
-    fn actions<'p>(&self, plan: &'p Plan) -> (Vec<Action<'p>>, Vec<&'p Mapping>) {
+    fn actions<'p>(&self, plan: &'p Plan) -> (Vec<Action<'p>>, Vec<&'p Grant>) {
         let mut removes = HashSet::new();
         let mut updates = HashMap::new();
         let mut adds = Vec::new();
@@ -303,6 +432,7 @@ impl AwsAuth {
             }
         }
         let actions = self
+            .state
             .entries
             .iter()
             .map(|e| {
@@ -329,10 +459,10 @@ impl AwsAuth {
             match action {
                 Action::Keep => out.push(v.clone()),
                 Action::Drop => {}
-                Action::Replace(m) => out.push(canonical(m)),
+                Action::Replace(m) => out.push(self.canonical(m)),
             }
         }
-        out.extend(adds.into_iter().map(canonical));
+        out.extend(adds.into_iter().map(|g| self.canonical(g)));
         out
     }
 
@@ -352,7 +482,7 @@ impl AwsAuth {
                     };
                     out.push_str(&text[pos..span.start]);
                     if let Some(m) = replacement {
-                        out.push_str(&yaml::to_yaml(&json!([canonical(m)])));
+                        out.push_str(&yaml::to_yaml(&json!([self.canonical(m)])));
                     }
                     pos = span.end;
                 }
@@ -361,7 +491,7 @@ impl AwsAuth {
                     if !out.is_empty() && !out.ends_with('\n') {
                         out.push('\n');
                     }
-                    let added: Vec<Value> = adds.into_iter().map(canonical).collect();
+                    let added: Vec<Value> = adds.into_iter().map(|g| self.canonical(g)).collect();
                     out.push_str(&yaml::to_yaml(&Value::Array(added)));
                 }
                 Ok(out)
@@ -406,12 +536,28 @@ impl AwsAuth {
             }
             update.map_users = Some(text);
         }
-        if plan.owned_changed(&self.owned) {
-            let text =
-                serde_json::to_string(&plan.owned_after).map_err(|e| AwsAuthError::Render {
-                    what: "the ownership annotation",
-                    message: e.to_string(),
-                })?;
+        let same_arns = {
+            let before: std::collections::BTreeSet<&str> =
+                self.record.arns.iter().map(String::as_str).collect();
+            let after: std::collections::BTreeSet<&str> =
+                plan.owned_after.iter().map(String::as_str).collect();
+            before == after
+        };
+        let same_key = self.record.tag_key.as_deref() == Some(self.me.tag_key.as_str());
+        // An empty record need not be written, unless one is there to be emptied.
+        let absent =
+            self.record.arns.is_empty() && self.record.tag_key.is_none() && !self.record.legacy;
+        let unchanged = (same_arns && same_key) || (absent && plan.owned_after.is_empty());
+        if !unchanged {
+            let text = serde_json::to_string(&json!({
+                "v": 2,
+                "tagKey": self.me.tag_key,
+                "arns": plan.owned_after,
+            }))
+            .map_err(|e| AwsAuthError::Render {
+                what: "the ownership annotation",
+                message: e.to_string(),
+            })?;
             if text.len() > MAX_ANNOTATION_BYTES {
                 return Err(AwsAuthError::TooLarge {
                     what: "the ownership annotation",
@@ -426,7 +572,7 @@ impl AwsAuth {
 }
 
 /// The ConfigMap as it will be after `update` (what the API server stores after our merge patch).
-pub fn updated(cm: Option<&ConfigMap>, update: &Update) -> ConfigMap {
+pub fn updated(cm: Option<&ConfigMap>, update: &Update, annotation: &str) -> ConfigMap {
     let mut out = cm.cloned().unwrap_or_else(|| {
         let mut c = ConfigMap::default();
         c.metadata.name = Some(NAME.into());
@@ -442,7 +588,7 @@ pub fn updated(cm: Option<&ConfigMap>, update: &Update) -> ConfigMap {
         out.metadata
             .annotations
             .get_or_insert_with(BTreeMap::new)
-            .insert(OWNED_ANNOTATION.into(), text.clone());
+            .insert(annotation.into(), text.clone());
     }
     out
 }
@@ -450,8 +596,7 @@ pub fn updated(cm: Option<&ConfigMap>, update: &Update) -> ConfigMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::Mapping;
-    use crate::plan::{Scope, plan};
+    use crate::core::plan::{Scope, plan};
 
     const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
 
@@ -470,8 +615,15 @@ mod tests {
         c
     }
 
-    fn alice() -> Mapping {
-        Mapping {
+    fn me() -> Deployment {
+        Deployment {
+            id: "default".into(),
+            tag_key: "eks-cluster-admin".into(),
+        }
+    }
+
+    fn alice() -> Grant {
+        Grant {
             arn: ALICE.into(),
             username: "alice".into(),
             groups: vec!["system:masters".into()],
@@ -505,7 +657,7 @@ mod tests {
             ),
         ];
         for (c, needle) in cases {
-            let e = AwsAuth::parse(Some(&c)).unwrap_err().to_string();
+            let e = AwsAuth::parse(Some(&c), &me()).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} lacks {needle}");
             assert!(e.contains("nothing was written"), "{e}");
         }
@@ -514,10 +666,10 @@ mod tests {
     #[test]
     fn reads_entries_like_eks() {
         let users = "- userARN: arn:aws:iam::123456789012:user/Hand\n  UserName: hand\n  GROUPS: [a, b]\n  note: kept\n- {}\n- just-a-string\n";
-        let doc = AwsAuth::parse(Some(&cm(
-            &[("mapUsers", users), ("mapRoles", NODE_ROLES)],
-            None,
-        )))
+        let doc = AwsAuth::parse(
+            Some(&cm(&[("mapUsers", users), ("mapRoles", NODE_ROLES)], None)),
+            &me(),
+        )
         .unwrap();
         let cur = doc.current();
         assert_eq!(cur.len(), 3);
@@ -538,10 +690,29 @@ mod tests {
             Some(cm(&[], None)),
             Some(cm(&[("mapUsers", "")], None)),
             Some(cm(&[("mapUsers", "[]")], None)),
+            // What EKS reads as empty, too.
+            Some(cm(&[("mapUsers", "\"\"")], None)),
+            Some(cm(&[("mapUsers", "''\n")], None)),
+            Some(cm(&[("mapUsers", "``")], None)),
+            Some(cm(&[("mapUsers", "  \n \n")], None)),
+            Some(cm(&[("mapRoles", "''"), ("mapAccounts", "\"\"")], None)),
         ] {
-            let doc = AwsAuth::parse(c.as_ref()).unwrap();
+            let doc = AwsAuth::parse(c.as_ref(), &me()).unwrap();
             assert!(doc.current().is_empty());
-            assert!(doc.owned().is_empty());
+            assert!(doc.state().recorded.is_empty());
+            // And a grant on it writes a fresh list.
+            let p = plan(doc.state(), &[alice()], &Scope::All);
+            let text = doc
+                .render(c.as_ref().and_then(|c| c.data.as_ref()), &p)
+                .unwrap()
+                .map_users
+                .unwrap();
+            // `[]` is JSON and stays JSON; every other empty spelling becomes a fresh YAML list.
+            let v: Value = serde_saphyr::from_str(&text).unwrap();
+            assert_eq!(
+                v,
+                json!([{"userarn": ALICE, "username": "alice", "groups": ["system:masters"], "eks-admin-sync": "default"}])
+            );
         }
     }
 
@@ -556,19 +727,21 @@ mod tests {
             ],
             None,
         );
-        let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        let p = plan(doc.state(), &[alice()], &Scope::All);
         let u = doc.render(c.data.as_ref(), &p).unwrap();
         let text = u.map_users.unwrap();
         assert_eq!(
             text,
             format!(
-                "{users}- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n"
+                "{users}- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n  eks-admin-sync: default\n"
             )
         );
         assert_eq!(
             u.owned_annotation.as_deref(),
-            Some(r#"["arn:aws:iam::123456789012:user/alice"]"#)
+            Some(
+                r#"{"v":2,"tagKey":"eks-cluster-admin","arns":["arn:aws:iam::123456789012:user/alice"]}"#
+            )
         );
     }
 
@@ -588,26 +761,26 @@ mod tests {
             &[("mapUsers", &users)],
             Some(&format!(r#"["{ALICE}","{bob}"]"#)),
         );
-        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
         assert!(matches!(doc.users, Users::Text { .. }));
         // Alice's groups are repaired in place, bob is no longer desired, carol is new.
-        let carol = Mapping {
+        let carol = Grant {
             arn: "arn:aws:iam::123456789012:user/carol".into(),
             username: "carol".into(),
             groups: vec!["system:masters".into()],
         };
-        let p = plan(doc.current(), doc.owned(), &[alice(), carol], &Scope::All);
+        let p = plan(doc.state(), &[alice(), carol], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
         assert_eq!(
             text,
             format!(
                 "# Break-glass access. Ask #platform before editing.\n\
-                 - userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n\
+                 - userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n  eks-admin-sync: default\n\
                  \n# Contractor\n\
                  - userArn: arn:aws:iam::123456789012:user/contractor  # until March\n\
                  \x20 username: '{{{{SessionName}}}}'\n  groups: [contractors]\n\
                  # end\n\
-                 - userarn: arn:aws:iam::123456789012:user/carol\n  username: carol\n  groups:\n    - system:masters\n"
+                 - userarn: arn:aws:iam::123456789012:user/carol\n  username: carol\n  groups:\n    - system:masters\n  eks-admin-sync: default\n"
             )
         );
     }
@@ -616,7 +789,7 @@ mod tests {
     #[test]
     fn unusual_yaml_goes_to_the_full_parser() {
         let users = "- userarn: arn:aws:iam::123456789012:user/q\n  username: q # Quinn's, a quote in a comment\n  groups: [a]\n";
-        let doc = AwsAuth::parse(Some(&cm(&[("mapUsers", users)], None))).unwrap();
+        let doc = AwsAuth::parse(Some(&cm(&[("mapUsers", users)], None)), &me()).unwrap();
         assert!(matches!(doc.users, Users::Values(_, Format::Yaml)));
         assert_eq!(doc.current()[0].username.as_deref(), Some("q"));
     }
@@ -626,18 +799,18 @@ mod tests {
     fn terraform_yamlencode_text_is_spliced() {
         let users = "- \"groups\":\n  - \"system:masters\"\n  \"userarn\": \"arn:aws:iam::123456789012:user/tf\"\n  \"username\": \"tf\"\n";
         let c = cm(&[("mapUsers", users)], None);
-        let doc = AwsAuth::parse(Some(&c)).unwrap();
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
         assert!(matches!(doc.users, Users::Text { .. }));
         assert_eq!(
             doc.current()[0].arn.as_deref(),
             Some("arn:aws:iam::123456789012:user/tf")
         );
-        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let p = plan(doc.state(), &[alice()], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
         assert_eq!(
             text,
             format!(
-                "{users}- userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n"
+                "{users}- userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n  eks-admin-sync: default\n"
             )
         );
     }
@@ -649,8 +822,9 @@ mod tests {
             "- userARN: arn:aws:iam::1:user/a\n  UserName: a\n  GROUPS: [x, z]\n  userarn: arn:aws:iam::1:user/b\n",
             "- userarn: ''\n  username:\n  groups: {}\n- plain\n- groups:\n  - g\n",
             "- userarn: arn:aws:iam::1:user/a\n  groups: []\n  username: \"{{SessionName}}\"\n",
+            "- userarn: arn:aws:iam::1:user/jane@corp.com\n  username: jane@corp.com\n  groups: [a]\n  eks-admin-sync: default\n",
         ] {
-            let fast: Vec<CurrentEntry> = fastyaml::parse(text)
+            let fast: Vec<Read> = fastyaml::parse(text)
                 .unwrap()
                 .iter()
                 .map(|e| entry_of_item(&e.item))
@@ -658,21 +832,130 @@ mod tests {
             let Value::Array(items) = serde_saphyr::from_str::<Value>(text).unwrap() else {
                 panic!("{text} is not a list");
             };
-            let full: Vec<CurrentEntry> = items.iter().map(entry_of_value).collect();
+            let full: Vec<Read> = items.iter().map(entry_of_value).collect();
             assert_eq!(fast, full, "{text}");
         }
     }
 
+    const RECORD_ALICE: &str =
+        r#"{"v":2,"tagKey":"eks-cluster-admin","arns":["arn:aws:iam::123456789012:user/alice"]}"#;
+
     #[test]
     fn no_change_means_no_write() {
-        let users = "- userarn: arn:aws:iam::123456789012:user/alice\n  username: alice\n  groups:\n    - system:masters\n";
-        let c = cm(
-            &[("mapUsers", users)],
-            Some(r#"["arn:aws:iam::123456789012:user/alice"]"#),
+        let users = format!(
+            "- userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n  eks-admin-sync: default\n"
         );
-        let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let c = cm(&[("mapUsers", &users)], Some(RECORD_ALICE));
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        let p = plan(doc.state(), &[alice()], &Scope::All);
+        assert!(p.changes.is_empty());
         assert!(doc.render(c.data.as_ref(), &p).unwrap().is_empty());
+    }
+
+    /// The first version's plain list and unmarked entries: ours, rewritten once with the mark and a v2 record.
+    #[test]
+    fn first_version_record_is_migrated() {
+        let users =
+            format!("- userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n");
+        let c = cm(&[("mapUsers", &users)], Some(&format!(r#"["{ALICE}"]"#)));
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        assert_eq!(doc.current()[0].owner, Owner::Us { marked: false });
+        let p = plan(doc.state(), &[alice()], &Scope::All);
+        let u = doc.render(c.data.as_ref(), &p).unwrap();
+        assert_eq!(
+            u.map_users.unwrap(),
+            format!("{users}  eks-admin-sync: default\n")
+        );
+        assert_eq!(u.owned_annotation.as_deref(), Some(RECORD_ALICE));
+    }
+
+    /// Who owns what, by mark and record.
+    #[test]
+    fn ownership_rules() {
+        let entry = |mark: Option<&str>| {
+            let m = mark
+                .map(|m| format!("  eks-admin-sync: {m}\n"))
+                .unwrap_or_default();
+            format!("- userarn: {ALICE}\n  username: alice\n  groups:\n    - system:masters\n{m}")
+        };
+        let viewers = Deployment {
+            id: "viewers".into(),
+            tag_key: "eks-cluster-viewer".into(),
+        };
+        let default = me();
+        let cases: Vec<(Option<&str>, Option<&str>, &Deployment, Owner)> = vec![
+            // The annotation was lost (kubectl replace, GitOps): the mark still says whose it is.
+            (Some("default"), None, &default, Owner::Us { marked: true }),
+            // Another deployment's entry, whatever our record says.
+            (
+                Some("viewers"),
+                Some(RECORD_ALICE),
+                &default,
+                Owner::Foreign,
+            ),
+            (Some("default"), None, &viewers, Owner::Foreign),
+            // A person took it over by changing the mark.
+            (
+                Some("released"),
+                Some(RECORD_ALICE),
+                &default,
+                Owner::Foreign,
+            ),
+            // Our record names it but the mark is gone: nobody can tell, hands off.
+            (None, Some(RECORD_ALICE), &default, Owner::Unclear),
+            // Neither: someone else's.
+            (None, None, &default, Owner::Foreign),
+        ];
+        for (mark, record, who, want) in cases {
+            let c = cm(&[("mapUsers", &entry(mark))], record);
+            let doc = AwsAuth::parse(Some(&c), who).unwrap();
+            assert_eq!(
+                doc.current()[0].owner,
+                want,
+                "mark {mark:?}, record {record:?}, {}",
+                who.id
+            );
+        }
+        // Each deployment has its own record: the viewers' record is not ours.
+        assert_eq!(
+            record_annotation("viewers"),
+            "eks-admin-sync/owned-user-arns.viewers"
+        );
+        let mut c = cm(&[("mapUsers", &entry(None))], None);
+        c.metadata.annotations =
+            Some([(record_annotation("viewers"), RECORD_ALICE.to_string())].into());
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        assert_eq!(doc.current()[0].owner, Owner::Foreign);
+        assert!(doc.state().recorded.is_empty());
+        let doc = AwsAuth::parse(Some(&c), &viewers).unwrap();
+        assert_eq!(doc.current()[0].owner, Owner::Unclear);
+        assert_eq!(
+            doc.state().record_tag_key.as_deref(),
+            Some("eks-cluster-admin")
+        );
+    }
+
+    /// IAM user names may hold `@`, `.`, `+`, `=`, `,`: such entries still take the splice.
+    #[test]
+    fn at_signs_keep_the_splice() {
+        let users = "# people\n- userarn: arn:aws:iam::123456789012:user/jane@corp.com\n  username: jane@corp.com  # on call\n  groups: [viewers]\n";
+        let c = cm(&[("mapUsers", users)], None);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        assert!(matches!(doc.users, Users::Text { .. }));
+        let g = Grant {
+            arn: "arn:aws:iam::123456789012:user/a.b+c=d,e@f".into(),
+            username: "a.b+c=d,e@f".into(),
+            groups: vec!["system:masters".into()],
+        };
+        let p = plan(doc.state(), &[g], &Scope::All);
+        let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
+        assert!(text.starts_with(users), "{text}");
+        let after = cm(&[("mapUsers", &text)], None);
+        let doc = AwsAuth::parse(Some(&after), &me()).unwrap();
+        assert!(
+            matches!(doc.users, Users::Text { .. }),
+            "our own output takes the splice: {text}"
+        );
     }
 
     #[test]
@@ -680,8 +963,8 @@ mod tests {
         let users =
             r#"[{"userarn":"arn:aws:iam::123456789012:user/tf","username":"tf","groups":["x"]}]"#;
         let c = cm(&[("mapUsers", users)], None);
-        let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        let p = plan(doc.state(), &[alice()], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v[0]["username"], "tf");
@@ -692,8 +975,8 @@ mod tests {
     fn refuses_oversized_write() {
         let big = "x".repeat(MAX_DATA_BYTES - 50);
         let c = cm(&[("mapRoles", "[]"), ("padding", &big)], None);
-        let doc = AwsAuth::parse(Some(&c)).unwrap();
-        let p = plan(doc.current(), doc.owned(), &[alice()], &Scope::All);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        let p = plan(doc.state(), &[alice()], &Scope::All);
         let e = doc.render(c.data.as_ref(), &p).unwrap_err();
         assert!(matches!(e, AwsAuthError::TooLarge { .. }), "{e}");
     }

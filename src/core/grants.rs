@@ -1,7 +1,12 @@
-//! IAM facts → the mappings each managed cluster should have. Pure.
+//! IAM facts → the grants each managed cluster should have. Pure.
+//!
+//! A grant speaks of a principal and what it should be given (username, groups), not of how a store writes
+//! it: `aws-auth` writes a `mapUsers` row, access entries an entry and its policies.
 
-use crate::config::{Settings, parse_bool, render_username};
+use crate::core::settings::{Settings, parse_bool, render_username};
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 
 /// What IAM says about one user (from `GetUser` or `GetAccountAuthorizationDetails`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,29 +14,84 @@ pub struct IamUser {
     pub name: String,
     /// The ARN exactly as IAM returns it, path included.
     pub arn: String,
+    /// IAM's unique id (`AIDA…`), when IAM returned it.
+    pub id: Option<String>,
     pub tags: Vec<(String, String)>,
 }
 
-/// One admin mapping as this function writes it.
+impl IamUser {
+    /// The value of the admin tag, if the user carries the key at all (matched case-insensitively).
+    pub fn tag_value<'a>(&'a self, key: &str) -> Option<&'a str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What one principal should be given on one cluster (or, in a plan, what it has).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Mapping {
+pub struct Grant {
+    /// The principal's ARN exactly as IAM returns it (path included).
     pub arn: String,
     pub username: String,
     pub groups: Vec<String>,
 }
 
-impl Mapping {
-    /// Matching key: EKS compares ARNs case-insensitively.
-    pub fn key(&self) -> String {
-        self.arn.to_ascii_lowercase()
+/// The grants for one cluster, plus why some tagged users were left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub grants: Vec<Grant>,
+    pub notes: Vec<String>,
+}
+
+/// An ARN that compares, orders and hashes ignoring ASCII case, as EKS matches ARNs: the same order and
+/// equality as its lowercase copy, without making one. The one ARN key of the project.
+#[derive(Debug, Clone, Copy)]
+pub struct ArnKey<'a>(pub &'a str);
+
+impl PartialEq for ArnKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        // Mostly the same spelling: a plain comparison first is much cheaper than the byte-wise one.
+        self.0 == other.0 || self.0.eq_ignore_ascii_case(other.0)
     }
 }
 
-/// The desired mappings for one cluster, plus why some tagged users were left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Desired {
-    pub mappings: Vec<Mapping>,
-    pub notes: Vec<String>,
+impl Eq for ArnKey<'_> {}
+
+impl Ord for ArnKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        // ARNs share long prefixes: skip identical 8-byte blocks (identical bytes are identical in
+        // lowercase too), then compare the rest byte by byte in lowercase.
+        let mut i = 0;
+        while i + 8 <= a.len().min(b.len()) && a[i..i + 8] == b[i..i + 8] {
+            i += 8;
+        }
+        a[i..]
+            .iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(b[i..].iter().map(u8::to_ascii_lowercase))
+    }
+}
+
+impl PartialOrd for ArnKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for ArnKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut buf = [0u8; 64];
+        for chunk in self.0.as_bytes().chunks(buf.len()) {
+            let lower = &mut buf[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            state.write(lower);
+        }
+        state.write_usize(self.0.len());
+    }
 }
 
 /// Which managed clusters a tag value grants, and a note when part of it was ignored.
@@ -95,16 +155,11 @@ pub fn user_name_of_arn(arn: &str) -> Option<&str> {
     parse_user_arn(arn).map(|(_, n)| n)
 }
 
-/// Desired mappings for `cluster` from the given users.
+/// Grants for `cluster` from the given users.
 pub fn desired_for_cluster(users: &[IamUser], settings: &Settings, cluster: &str) -> Desired {
     let mut out = Desired::default();
     for u in users {
-        let Some(value) = u
-            .tags
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&settings.tag_key))
-            .map(|(_, v)| v.as_str())
-        else {
+        let Some(value) = u.tag_value(&settings.tag_key) else {
             continue;
         };
         let (clusters, note) = clusters_for_tag(value, settings);
@@ -131,14 +186,14 @@ pub fn desired_for_cluster(users: &[IamUser], settings: &Settings, cluster: &str
             ));
             continue;
         }
-        out.mappings.push(Mapping {
+        out.grants.push(Grant {
             arn: u.arn.clone(),
             username: render_username(&settings.username_template, &u.name, account),
             groups: settings.groups.clone(),
         });
     }
-    out.mappings.sort();
-    out.mappings.dedup_by(|a, b| a.key() == b.key());
+    out.grants.sort();
+    out.grants.dedup_by(|a, b| ArnKey(&a.arn) == ArnKey(&b.arn));
     out
 }
 
@@ -154,6 +209,7 @@ mod tests {
         IamUser {
             name: name.into(),
             arn: format!("arn:aws:iam::123456789012:user/{name}"),
+            id: None,
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -227,16 +283,18 @@ mod tests {
             IamUser {
                 name: "dan".into(),
                 arn: "arn:aws:iam::123456789012:user/ops/dan".into(),
+                id: None,
                 tags: vec![("eks-cluster-admin".into(), "prod".into())],
             },
             IamUser {
                 name: "eve".into(),
                 arn: "garbage".into(),
+                id: None,
                 tags: vec![("eks-cluster-admin".into(), "true".into())],
             },
         ];
         let prod = desired_for_cluster(&users, &s, "prod");
-        let arns: Vec<&str> = prod.mappings.iter().map(|m| m.arn.as_str()).collect();
+        let arns: Vec<&str> = prod.grants.iter().map(|m| m.arn.as_str()).collect();
         assert_eq!(
             arns,
             vec![
@@ -244,8 +302,8 @@ mod tests {
                 "arn:aws:iam::123456789012:user/zed"
             ]
         );
-        assert_eq!(prod.mappings[0].username, "dan");
-        assert_eq!(prod.mappings[0].groups, vec!["system:masters"]);
+        assert_eq!(prod.grants[0].username, "dan");
+        assert_eq!(prod.grants[0].groups, vec!["system:masters"]);
         assert!(
             prod.notes
                 .iter()
@@ -258,11 +316,7 @@ mod tests {
         );
 
         let staging = desired_for_cluster(&users, &s, "staging");
-        let names: Vec<&str> = staging
-            .mappings
-            .iter()
-            .map(|m| m.username.as_str())
-            .collect();
+        let names: Vec<&str> = staging.grants.iter().map(|m| m.username.as_str()).collect();
         assert_eq!(names, vec!["amy", "zed"]);
     }
 
@@ -275,6 +329,32 @@ mod tests {
         })
         .unwrap();
         let d = desired_for_cluster(&[user("amy", &[("eks-cluster-admin", "true")])], &s, "prod");
-        assert_eq!(d.mappings[0].username, "123456789012:amy");
+        assert_eq!(d.grants[0].username, "123456789012:amy");
+    }
+
+    proptest::proptest! {
+        /// `ArnKey` is a drop-in for the lowercase copy: same order, same equality, equal keys hash equal.
+        #[test]
+        fn arn_key_behaves_like_the_lowercase_copy(
+            base in "[a-zA-Z0-9:/_+=,.@-]{0,80}",
+            flips in proptest::collection::vec(proptest::bool::ANY, 80),
+            tail_a in "[a-zA-Z0-9/]{0,12}",
+            tail_b in "[a-zA-Z0-9/]{0,12}",
+        ) {
+            let flipped: String = base
+                .chars()
+                .zip(&flips)
+                .map(|(c, f)| if *f { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                .collect();
+            let (a, b) = (format!("{base}{tail_a}"), format!("{flipped}{tail_b}"));
+            let (la, lb) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+            proptest::prop_assert_eq!(ArnKey(&a).cmp(&ArnKey(&b)), la.cmp(&lb));
+            proptest::prop_assert_eq!(ArnKey(&a) == ArnKey(&b), la == lb);
+            let hasher = std::collections::hash_map::RandomState::new();
+            use std::hash::BuildHasher;
+            if la == lb {
+                proptest::prop_assert_eq!(hasher.hash_one(ArnKey(&a)), hasher.hash_one(ArnKey(&b)));
+            }
+        }
     }
 }

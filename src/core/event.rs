@@ -7,7 +7,7 @@
 //! - a manual payload `{"action":"reconcile", "user"?: NAME, "users"?: [NAMES], "dryRun"?: bool}`.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// CloudTrail event names that can change who is an admin.
@@ -19,14 +19,83 @@ pub const HANDLED_EVENT_NAMES: [&str; 5] = [
     "UpdateUser",
 ];
 
+/// What an invocation was asked to do, by whom, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Intent {
+pub struct Intent {
+    pub action: Action,
+    /// Where the request came from (audit records carry it).
+    pub trigger: Trigger,
+    /// What the event itself asks; the caller ORs it with the configured `DRY_RUN`.
+    pub dry_run: bool,
+    /// Override the removal guard for this one run (manual payload `force` or the CLI's `--force`).
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
     /// Reconcile every managed cluster against every IAM user.
-    ReconcileAll { dry_run: bool },
+    ReconcileAll,
     /// Reconcile only these IAM user names (a rename names both the old and the new name).
-    ReconcileUsers { users: Vec<String>, dry_run: bool },
+    ReconcileUsers(Vec<String>),
     /// Nothing to do; the reason is logged and returned.
-    Ignore { reason: String },
+    Ignore(String),
+}
+
+/// The provenance of an intent, as audit records show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// `cloudtrail`, `schedule`, `manual` (a Lambda payload) or `cli`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// CloudTrail `eventID`, or the EventBridge event id of a schedule, or the Lambda request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
+    /// Who made the IAM call (CloudTrail `userIdentity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Actor {
+    /// `userIdentity.arn` (for an assumed role: the session ARN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// `userIdentity.type`: `IAMUser`, `AssumedRole`, `Root`, `AWSService`, …
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For an assumed role: the role behind the session (`sessionContext.sessionIssuer.arn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer_arn: Option<String>,
+    /// `userIdentity.invokedBy`, when an AWS service made the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoked_by: Option<String>,
+}
+
+impl Trigger {
+    pub fn of_kind(kind: &'static str) -> Self {
+        Trigger {
+            kind,
+            ..Default::default()
+        }
+    }
+}
+
+impl Intent {
+    fn new(action: Action, trigger: Trigger) -> Self {
+        Intent {
+            action,
+            trigger,
+            dry_run: false,
+            force: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,8 +118,34 @@ struct CloudTrailDetail {
     event_name: Option<String>,
     error_code: Option<String>,
     error_message: Option<String>,
+    #[serde(rename = "eventID")]
     event_id: Option<String>,
+    event_time: Option<String>,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: Option<String>,
+    user_identity: Option<UserIdentity>,
     request_parameters: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentity {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    arn: Option<String>,
+    invoked_by: Option<String>,
+    session_context: Option<SessionContext>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionContext {
+    session_issuer: Option<SessionIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionIssuer {
+    arn: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +155,7 @@ struct ManualPayload {
     user: Option<String>,
     users: Option<Vec<String>>,
     dry_run: Option<bool>,
+    force: Option<bool>,
 }
 
 /// Parses raw event bytes (the CLI's `handle-event` path).
@@ -88,7 +184,16 @@ pub fn parse(event: &Value) -> Result<Intent, EventError> {
         let source = envelope.source.as_str();
         let detail_type = envelope.detail_type.as_str();
         return match (source, detail_type) {
-            ("aws.events", "Scheduled Event") => Ok(Intent::ReconcileAll { dry_run: false }),
+            ("aws.events", "Scheduled Event") => {
+                let trigger = Trigger {
+                    event_id: envelope.id.clone(),
+                    event_time: envelope
+                        .time
+                        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    ..Trigger::of_kind("schedule")
+                };
+                Ok(Intent::new(Action::ReconcileAll, trigger))
+            }
             ("aws.iam", "AWS API Call via CloudTrail") => parse_cloudtrail(envelope.detail),
             _ => Err(EventError::Unrecognised {
                 found: format!("EventBridge source {source:?}, detail-type {detail_type:?}"),
@@ -117,21 +222,26 @@ fn parse_manual(event: &Value) -> Result<Intent, EventError> {
             ),
         });
     }
-    let dry_run = p.dry_run.unwrap_or(false);
     let mut users: Vec<String> = p
         .user
         .into_iter()
         .chain(p.users.unwrap_or_default())
         .collect();
-    if users.is_empty() {
-        return Ok(Intent::ReconcileAll { dry_run });
-    }
     for u in &users {
         check_user_name("manual", u)?;
     }
     users.sort();
     users.dedup();
-    Ok(Intent::ReconcileUsers { users, dry_run })
+    let action = if users.is_empty() {
+        Action::ReconcileAll
+    } else {
+        Action::ReconcileUsers(users)
+    };
+    Ok(Intent {
+        dry_run: p.dry_run.unwrap_or(false),
+        force: p.force.unwrap_or(false),
+        ..Intent::new(action, Trigger::of_kind("manual"))
+    })
 }
 
 fn parse_cloudtrail(detail: Value) -> Result<Intent, EventError> {
@@ -156,18 +266,33 @@ fn parse_cloudtrail(detail: Value) -> Result<Intent, EventError> {
         });
     }
     let id = d.event_id.as_deref().unwrap_or("?");
+    let trigger = Trigger {
+        event_name: Some(name.to_string()),
+        event_id: d.event_id.clone(),
+        event_time: d.event_time.clone(),
+        actor: d.user_identity.as_ref().map(|u| Actor {
+            arn: u.arn.clone(),
+            kind: u.kind.clone(),
+            issuer_arn: u
+                .session_context
+                .as_ref()
+                .and_then(|c| c.session_issuer.as_ref())
+                .and_then(|i| i.arn.clone()),
+            invoked_by: u.invoked_by.clone(),
+        }),
+        source_ip: d.source_ip_address.clone(),
+        ..Trigger::of_kind("cloudtrail")
+    };
     if let Some(code) = d.error_code.as_deref() {
-        return Ok(Intent::Ignore {
-            reason: format!(
-                "{name} (event {id}) failed with {code}: {}; nothing changed in IAM",
-                d.error_message.as_deref().unwrap_or("no message")
-            ),
-        });
+        let reason = format!(
+            "{name} (event {id}) failed with {code}: {}; nothing changed in IAM",
+            d.error_message.as_deref().unwrap_or("no message")
+        );
+        return Ok(Intent::new(Action::Ignore(reason), trigger));
     }
     if !HANDLED_EVENT_NAMES.contains(&name) {
-        return Ok(Intent::Ignore {
-            reason: format!("{name} (event {id}) does not affect cluster admins"),
-        });
+        let reason = format!("{name} (event {id}) does not affect cluster admins");
+        return Ok(Intent::new(Action::Ignore(reason), trigger));
     }
     let params = d.request_parameters.unwrap_or(Value::Null);
     let field = |k: &str| -> Result<Option<String>, EventError> {
@@ -197,10 +322,7 @@ fn parse_cloudtrail(detail: Value) -> Result<Intent, EventError> {
     }
     users.sort();
     users.dedup();
-    Ok(Intent::ReconcileUsers {
-        users,
-        dry_run: false,
-    })
+    Ok(Intent::new(Action::ReconcileUsers(users), trigger))
 }
 
 /// IAM user names: 1-64 characters of `[A-Za-z0-9+=,.@_-]`.
@@ -246,37 +368,27 @@ mod tests {
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
-    fn users(names: &[&str]) -> Intent {
-        Intent::ReconcileUsers {
-            users: names.iter().map(|s| s.to_string()).collect(),
-            dry_run: false,
-        }
+    fn users(names: &[&str]) -> Action {
+        Action::ReconcileUsers(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// What the tests compare: the action, and for an ignored event the reason.
+    fn action(bytes: &[u8]) -> Result<Action, EventError> {
+        parse_bytes(bytes).map(|i| i.action)
     }
 
     #[test]
     fn sample_events() {
-        let cases: &[(&str, Result<Intent, &str>)] = &[
+        let cases: &[(&str, Result<Action, &str>)] = &[
             ("tag-user.json", Ok(users(&["new-admin-test"]))),
             ("untag-user.json", Ok(users(&["new-admin-test"]))),
             ("create-user-with-tags.json", Ok(users(&["carol"]))),
             ("delete-user.json", Ok(users(&["new-admin-test"]))),
             ("update-user-rename.json", Ok(users(&["bob", "robert"]))),
             ("update-user-path.json", Ok(users(&["carol"]))),
-            (
-                "scheduled.json",
-                Ok(Intent::ReconcileAll { dry_run: false }),
-            ),
-            (
-                "manual-reconcile.json",
-                Ok(Intent::ReconcileAll { dry_run: false }),
-            ),
-            (
-                "manual-user-dry-run.json",
-                Ok(Intent::ReconcileUsers {
-                    users: vec!["new-admin-test".into()],
-                    dry_run: true,
-                }),
-            ),
+            ("scheduled.json", Ok(Action::ReconcileAll)),
+            ("manual-reconcile.json", Ok(Action::ReconcileAll)),
+            ("manual-user-dry-run.json", Ok(users(&["new-admin-test"]))),
             ("tag-user-failed.json", Err("ignore:AccessDenied")),
             ("create-role.json", Err("ignore:does not affect")),
             (
@@ -289,10 +401,10 @@ mod tests {
             ("s3-put-object.json", Err("unrecognised event")),
         ];
         for (file, want) in cases {
-            let got = parse_bytes(&sample(file));
+            let got = action(&sample(file));
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(&g, w, "{file}"),
-                (Ok(Intent::Ignore { reason }), Err(needle)) if needle.starts_with("ignore:") => {
+                (Ok(Action::Ignore(reason)), Err(needle)) if needle.starts_with("ignore:") => {
                     assert!(reason.contains(&needle[7..]), "{file}: {reason}")
                 }
                 (Err(e), Err(needle)) => {
@@ -311,7 +423,7 @@ mod tests {
                    "account":"123456789012","time":"2026-11-29T00:00:00Z","region":"us-east-1","resources":[],
                    "detail":{"eventSource":"iam.amazonaws.com","eventName":name,"requestParameters":params}})
         };
-        let cases: Vec<(Value, Result<Intent, &str>)> = vec![
+        let cases: Vec<(Value, Result<Action, &str>)> = vec![
             (json!([]), Err("a JSON array")),
             (json!("reconcile"), Err("a JSON string")),
             (
@@ -347,7 +459,7 @@ mod tests {
             ),
             (
                 json!({"detail-type":"Scheduled Event","source":"aws.events","detail":{}}),
-                Ok(Intent::ReconcileAll { dry_run: false }),
+                Ok(Action::ReconcileAll),
             ),
             (
                 json!({"detail-type":"Scheduled Event","source":"custom","detail":{}}),
@@ -355,11 +467,60 @@ mod tests {
             ),
         ];
         for (ev, want) in cases {
-            match (parse(&ev), want) {
+            match (parse(&ev).map(|i| i.action), want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "{ev}"),
                 (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{ev}: {e}"),
                 (g, w) => panic!("{ev}: got {g:?}, want {w:?}"),
             }
         }
+    }
+
+    #[test]
+    fn provenance_is_kept() {
+        let i = parse_bytes(&sample("tag-user.json")).unwrap();
+        let t = &i.trigger;
+        assert_eq!(t.kind, "cloudtrail");
+        assert_eq!(t.event_name.as_deref(), Some("TagUser"));
+        assert_eq!(
+            t.event_id.as_deref(),
+            Some("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+        );
+        assert_eq!(t.event_time.as_deref(), Some("2026-11-29T10:15:30Z"));
+        assert_eq!(t.source_ip.as_deref(), Some("198.51.100.23"));
+        let actor = t.actor.as_ref().unwrap();
+        assert_eq!(
+            actor.arn.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/PlatformAdmins/jane")
+        );
+        assert_eq!(actor.kind.as_deref(), Some("AssumedRole"));
+        assert_eq!(
+            actor.issuer_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/PlatformAdmins")
+        );
+
+        let s = parse_bytes(&sample("scheduled.json")).unwrap();
+        assert_eq!(s.trigger.kind, "schedule");
+        assert_eq!(
+            s.trigger.event_id.as_deref(),
+            Some("89d1a02d-5ec7-412e-82f5-13505f849b41")
+        );
+        assert!(s.trigger.actor.is_none());
+        assert!(!s.force && !s.dry_run);
+
+        // An ignored (failed) call still says who tried.
+        let f = parse_bytes(&sample("tag-user-failed.json")).unwrap();
+        assert!(matches!(f.action, Action::Ignore(_)));
+        assert!(f.trigger.actor.is_some());
+    }
+
+    #[test]
+    fn manual_flags() {
+        let m = parse(&serde_json::json!({"action":"reconcile","force":true})).unwrap();
+        assert_eq!(m.action, Action::ReconcileAll);
+        assert!(m.force && !m.dry_run);
+        assert_eq!(m.trigger.kind, "manual");
+        let m = parse_bytes(&sample("manual-user-dry-run.json")).unwrap();
+        assert!(m.dry_run && !m.force);
+        assert!(parse(&serde_json::json!({"action":"reconcile","force":"yes"})).is_err());
     }
 }

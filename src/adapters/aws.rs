@@ -1,35 +1,30 @@
-//! AWS adapters: IAM (who is an admin) and EKS (where a cluster is). Clients are built once and reused.
+//! AWS adapters: IAM (who is an admin) and EKS (where a cluster is, through a directory that expires).
+//! Clients are built once in `main` and reused across warm invocations.
 
-use crate::desired::IamUser;
+use crate::core::grants::IamUser;
+use crate::core::ports::{IamError, IamSource};
 use aws_sdk_eks::error::DisplayErrorContext;
 use aws_sdk_iam::types::EntityType;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// IAM pages `GetAccountAuthorizationDetails` at up to 1000 items; ask for the maximum.
 pub const IAM_PAGE_SIZE: i32 = 1000;
 /// A safety stop for a paginator that never ends (1000 pages of 1000 users is over IAM's user quota).
 const MAX_PAGES: usize = 1000;
 
+/// How long a DescribeCluster answer is trusted (it is also dropped on connection, TLS or not-found errors).
+pub const DIRECTORY_TTL: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Debug, thiserror::Error)]
-pub enum AwsError {
-    #[error("IAM {op} failed: {message}")]
-    Iam { op: &'static str, message: String },
+pub enum EksError {
     #[error("EKS DescribeCluster {cluster:?} failed: {message}")]
-    Eks { cluster: String, message: String },
+    Describe { cluster: String, message: String },
     #[error("EKS cluster {cluster:?}: {reason}")]
     ClusterInfo { cluster: String, reason: String },
-}
-
-/// Reads IAM users. A failed read is an error, never an empty list.
-pub trait IamSource {
-    /// One user with its ARN and tags; `Ok(None)` when IAM says the user does not exist.
-    fn get_user(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<IamUser>, AwsError>> + Send;
-    /// Every user with tags, in as few calls as IAM allows.
-    fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, AwsError>> + Send;
 }
 
 #[derive(Clone, Debug)]
@@ -52,33 +47,36 @@ fn tags(t: &[aws_sdk_iam::types::Tag]) -> Vec<(String, String)> {
 }
 
 impl IamSource for Iam {
-    async fn get_user(&self, name: &str) -> Result<Option<IamUser>, AwsError> {
+    async fn get_user(&self, name: &str) -> Result<Option<IamUser>, IamError> {
         match self.client.get_user().user_name(name).send().await {
             Ok(out) => {
-                let u = out.user().ok_or_else(|| AwsError::Iam {
+                let u = out.user().ok_or_else(|| IamError {
                     op: "GetUser",
                     message: format!("response for {name:?} has no user"),
                 })?;
                 Ok(Some(IamUser {
                     name: u.user_name().to_string(),
                     arn: u.arn().to_string(),
+                    id: Some(u.user_id().to_string()).filter(|i| !i.is_empty()),
                     tags: tags(u.tags()),
                 }))
             }
+            // Only IAM's own "no such user" means the user is gone; throttling, access denied, a network
+            // error or anything else is a failed read, and nothing may be removed on it.
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_no_such_entity_exception()) =>
             {
                 Ok(None)
             }
-            Err(e) => Err(AwsError::Iam {
+            Err(e) => Err(IamError {
                 op: "GetUser",
                 message: format!("{name:?}: {}", DisplayErrorContext(&e)),
             }),
         }
     }
 
-    async fn list_users(&self) -> Result<Vec<IamUser>, AwsError> {
+    async fn list_users(&self) -> Result<Vec<IamUser>, IamError> {
         let op = "GetAccountAuthorizationDetails";
         let mut users = Vec::new();
         let mut marker: Option<String> = None;
@@ -91,13 +89,13 @@ impl IamSource for Iam {
                 .set_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| AwsError::Iam {
+                .map_err(|e| IamError {
                     op,
                     message: format!("page {}: {}", page + 1, DisplayErrorContext(&e)),
                 })?;
             for u in out.user_detail_list() {
                 let (Some(name), Some(arn)) = (u.user_name(), u.arn()) else {
-                    return Err(AwsError::Iam {
+                    return Err(IamError {
                         op,
                         message: "a user in the response has no name or ARN".into(),
                     });
@@ -105,22 +103,19 @@ impl IamSource for Iam {
                 users.push(IamUser {
                     name: name.to_string(),
                     arn: arn.to_string(),
+                    id: u.user_id().map(str::to_string),
                     tags: tags(u.tags()),
                 });
             }
             if !out.is_truncated() {
                 return Ok(users);
             }
-            marker = Some(
-                out.marker()
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::Iam {
-                        op,
-                        message: "IsTruncated without Marker".into(),
-                    })?,
-            );
+            marker = Some(out.marker().map(str::to_string).ok_or_else(|| IamError {
+                op,
+                message: "IsTruncated without Marker".into(),
+            })?);
         }
-        Err(AwsError::Iam {
+        Err(IamError {
             op,
             message: format!("more than {MAX_PAGES} pages; refusing to go on"),
         })
@@ -147,18 +142,18 @@ impl Eks {
         }
     }
 
-    pub async fn describe(&self, cluster: &str) -> Result<ClusterInfo, AwsError> {
+    pub async fn describe(&self, cluster: &str) -> Result<ClusterInfo, EksError> {
         let out = self
             .client
             .describe_cluster()
             .name(cluster)
             .send()
             .await
-            .map_err(|e| AwsError::Eks {
+            .map_err(|e| EksError::Describe {
                 cluster: cluster.into(),
                 message: DisplayErrorContext(&e).to_string(),
             })?;
-        let info = |reason: &str| AwsError::ClusterInfo {
+        let info = |reason: &str| EksError::ClusterInfo {
             cluster: cluster.into(),
             reason: reason.into(),
         };
@@ -178,6 +173,48 @@ impl Eks {
             endpoint: endpoint.to_string(),
             ca_der,
         })
+    }
+}
+
+/// Where each cluster is: DescribeCluster answers, kept for [`DIRECTORY_TTL`] and dropped by [`forget`]
+/// when the cluster could not be reached with them (a re-created cluster gets a new endpoint and CA).
+///
+/// [`forget`]: Directory::forget
+pub struct Directory {
+    eks: Eks,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (ClusterInfo, Instant)>>,
+}
+
+impl Directory {
+    pub fn new(eks: Eks, ttl: Duration) -> Self {
+        Directory {
+            eks,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn get(&self, cluster: &str) -> Result<ClusterInfo, EksError> {
+        if let Some((info, at)) = self.lock().get(cluster)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(info.clone());
+        }
+        // Described outside the lock: a slow DescribeCluster of one cluster must not hold up the others.
+        let info = self.eks.describe(cluster).await?;
+        self.lock()
+            .insert(cluster.to_string(), (info.clone(), Instant::now()));
+        Ok(info)
+    }
+
+    pub fn forget(&self, cluster: &str) {
+        self.lock().remove(cluster);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ClusterInfo, Instant)>> {
+        // A panic while holding this lock cannot leave the map half-updated (single inserts/removes).
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -1,0 +1,78 @@
+//! Kubernetes clients per cluster: endpoint and CA from the [`Directory`], a bearer token from the
+//! [`Signer`], re-signed every 10 minutes. Separate from the directory so that a 401 drops only the token
+//! and a connection, TLS or not-found error drops the cluster's directory entry too.
+
+use crate::adapters::aws::{ClusterInfo, Directory, EksError};
+use crate::adapters::token::{RESIGN_AFTER, Signer, TokenError};
+use kube::Client;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(transparent)]
+    Eks(#[from] EksError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+}
+
+pub struct KubeClients {
+    directory: Directory,
+    signer: Signer,
+    clients: Mutex<HashMap<String, (Client, SystemTime)>>,
+}
+
+impl KubeClients {
+    pub fn new(directory: Directory, signer: Signer) -> Self {
+        KubeClients {
+            directory,
+            signer,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn client(&self, cluster: &str) -> Result<Client, KubeError> {
+        if let Some((client, signed_at)) = self.lock().get(cluster)
+            && signed_at.elapsed().is_ok_and(|age| age < RESIGN_AFTER)
+        {
+            return Ok(client.clone());
+        }
+        let info = self.directory.get(cluster).await?;
+        let (token, signed_at) = self.signer.sign(cluster).await?;
+        let client = build_client(&info, token).map_err(KubeError::Client)?;
+        self.lock()
+            .insert(cluster.to_string(), (client.clone(), signed_at));
+        Ok(client)
+    }
+
+    /// Forgets the cluster's client (and with it the token); with `endpoint`, its directory entry too.
+    pub fn invalidate(&self, cluster: &str, endpoint: bool) {
+        self.lock().remove(cluster);
+        if endpoint {
+            self.directory.forget(cluster);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Client, SystemTime)>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A kube client for `info` that authenticates with `token` (no kubeconfig).
+pub fn build_client(info: &ClusterInfo, token: String) -> Result<Client, String> {
+    let uri: http::Uri = info
+        .endpoint
+        .parse()
+        .map_err(|e| format!("endpoint {:?} is not a URL: {e}", info.endpoint))?;
+    let mut config = kube::Config::new(uri);
+    config.default_namespace = "kube-system".into();
+    config.root_cert = Some(info.ca_der.clone());
+    config.auth_info.token = Some(secrecy::SecretString::from(token));
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(Duration::from_secs(30));
+    config.write_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config).map_err(|e| e.to_string())
+}

@@ -1,0 +1,314 @@
+//! Audit records and metrics, made from the plans and outcomes of one invocation. Pure: the caller prints
+//! them (one JSON line each) and the report carries them.
+//!
+//! Audit record schema (`"audit": "eks-admin-sync/v1"`), one per grant, revoke, update, skip and guard:
+//! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard`),
+//! `principal` (ARN), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
+//! `reason` (skips, guards, forced revokes), `dryRun`, `applied` (the store was written), `trigger`
+//! (`kind`, `eventName`, `eventId`, `eventTime`, `actor` {`arn`, `type`, `issuerArn`, `invokedBy`},
+//! `sourceIp`).
+//!
+//! Metrics are CloudWatch Embedded Metric Format lines: namespace [`NAMESPACE`], dimensions
+//! `[Deployment, Cluster]` and `[Deployment]`, metrics Granted, Revoked, Updated, Skipped, Guarded, Failed
+//! (counts) and Duration (milliseconds), one line per cluster and invocation.
+
+use crate::core::event::Trigger;
+use crate::core::grants::Grant;
+use crate::core::guard::Guarded;
+use crate::core::plan::{Change, Plan, Skip};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub const SCHEMA: &str = "eks-admin-sync/v1";
+pub const NAMESPACE: &str = "EksAdminSync";
+pub const METRICS: [&str; 6] = [
+    "Granted", "Revoked", "Updated", "Skipped", "Guarded", "Failed",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub audit: &'static str,
+    pub time: String,
+    pub deployment: String,
+    pub cluster: String,
+    pub store: &'static str,
+    pub action: &'static str,
+    pub principal: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username_before: Option<String>,
+    pub groups_before: Option<Vec<String>>,
+    pub groups_after: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub dry_run: bool,
+    pub applied: bool,
+    pub trigger: Trigger,
+}
+
+/// The context shared by one cluster's records.
+pub struct Context<'a> {
+    pub time: &'a str,
+    pub deployment: &'a str,
+    pub cluster: &'a str,
+    pub store: &'static str,
+    pub dry_run: bool,
+    pub applied: bool,
+    pub trigger: &'a Trigger,
+}
+
+impl Context<'_> {
+    fn record(&self, action: &'static str, principal: &str) -> AuditRecord {
+        AuditRecord {
+            audit: SCHEMA,
+            time: self.time.to_string(),
+            deployment: self.deployment.to_string(),
+            cluster: self.cluster.to_string(),
+            store: self.store,
+            action,
+            principal: principal.to_string(),
+            username: None,
+            username_before: None,
+            groups_before: None,
+            groups_after: None,
+            reason: None,
+            dry_run: self.dry_run,
+            applied: self.applied,
+            trigger: self.trigger.clone(),
+        }
+    }
+}
+
+/// One record per change, skip and refused change of a cluster's final plan.
+pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<AuditRecord> {
+    let forced = guard.filter(|g| g.forced).map(|g| g.message.clone());
+    let mut out = Vec::new();
+    for c in &plan.changes {
+        let r = match c {
+            Change::Add(g) => AuditRecord {
+                username: Some(g.username.clone()),
+                groups_after: Some(g.groups.clone()),
+                ..ctx.record("grant", &g.arn)
+            },
+            Change::Update { from, to } => AuditRecord {
+                username: Some(to.username.clone()),
+                username_before: (from.username != to.username).then(|| from.username.clone()),
+                groups_before: Some(from.groups.clone()),
+                groups_after: Some(to.groups.clone()),
+                ..ctx.record("update", &to.arn)
+            },
+            Change::Remove(g) => AuditRecord {
+                username: Some(g.username.clone()),
+                groups_before: Some(g.groups.clone()),
+                reason: forced.clone(),
+                ..ctx.record("revoke", &g.arn)
+            },
+        };
+        out.push(r);
+    }
+    for Skip {
+        arn,
+        current,
+        reason,
+        ..
+    } in &plan.skipped
+    {
+        out.push(AuditRecord {
+            username: current.as_ref().map(|g| g.username.clone()),
+            groups_before: current.as_ref().map(|g| g.groups.clone()),
+            groups_after: current.as_ref().map(|g| g.groups.clone()),
+            reason: Some(reason.clone()),
+            applied: false,
+            ..ctx.record("skip", arn)
+        });
+    }
+    if let Some(g) = guard.filter(|g| !g.forced) {
+        for Grant {
+            arn,
+            username,
+            groups,
+        } in &g.refused
+        {
+            out.push(AuditRecord {
+                username: Some(username.clone()),
+                groups_before: Some(groups.clone()),
+                groups_after: Some(groups.clone()),
+                reason: Some(g.message.clone()),
+                applied: false,
+                ..ctx.record("guard", arn)
+            });
+        }
+    }
+    out
+}
+
+/// Per-cluster counts for the metrics line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub granted: usize,
+    pub revoked: usize,
+    pub updated: usize,
+    pub skipped: usize,
+    /// 1 when the guard refused something on the cluster.
+    pub guarded: usize,
+    /// 1 when the cluster failed.
+    pub failed: usize,
+}
+
+impl Counts {
+    pub fn of(plan: &Plan, guard: Option<&Guarded>) -> Self {
+        let mut c = Counts {
+            skipped: plan.skipped.len(),
+            guarded: usize::from(guard.is_some_and(|g| !g.forced)),
+            ..Default::default()
+        };
+        for ch in &plan.changes {
+            match ch {
+                Change::Add(_) => c.granted += 1,
+                Change::Update { .. } => c.updated += 1,
+                Change::Remove(_) => c.revoked += 1,
+            }
+        }
+        c
+    }
+}
+
+/// One CloudWatch Embedded Metric Format line for one cluster.
+pub fn metric_line(
+    timestamp_ms: u64,
+    deployment: &str,
+    cluster: &str,
+    counts: &Counts,
+    duration_ms: u64,
+) -> Value {
+    let mut metrics: Vec<Value> = METRICS
+        .iter()
+        .map(|m| json!({"Name": m, "Unit": "Count"}))
+        .collect();
+    metrics.push(json!({"Name": "Duration", "Unit": "Milliseconds"}));
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Deployment", "Cluster"], ["Deployment"]],
+                "Metrics": metrics,
+            }],
+        },
+        "Deployment": deployment,
+        "Cluster": cluster,
+        "Granted": counts.granted,
+        "Revoked": counts.revoked,
+        "Updated": counts.updated,
+        "Skipped": counts.skipped,
+        "Guarded": counts.guarded,
+        "Failed": counts.failed,
+        "Duration": duration_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::guard::Rule;
+    use crate::core::plan::SkipKind;
+
+    fn g(n: &str, groups: &[&str]) -> Grant {
+        Grant {
+            arn: format!("arn:aws:iam::123456789012:user/{n}"),
+            username: n.into(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn one_record_per_change_skip_and_refusal() {
+        let trigger = Trigger {
+            event_id: Some("e-1".into()),
+            ..Trigger::of_kind("cloudtrail")
+        };
+        let ctx = Context {
+            time: "2026-12-01T00:00:00Z",
+            deployment: "default",
+            cluster: "prod",
+            store: "aws-auth",
+            dry_run: false,
+            applied: true,
+            trigger: &trigger,
+        };
+        let plan = Plan {
+            changes: vec![
+                Change::Add(g("a", &["system:masters"])),
+                Change::Update {
+                    from: g("b", &["viewers"]),
+                    to: g("b", &["system:masters"]),
+                },
+                Change::Remove(g("c", &["system:masters"])),
+            ],
+            skipped: vec![Skip {
+                arn: g("d", &[]).arn,
+                kind: SkipKind::Foreign,
+                current: Some(g("d", &["ops"])),
+                reason: "foreign".into(),
+            }],
+            ..Default::default()
+        };
+        let guard = Guarded {
+            rule: Rule::MaxRemovals,
+            count: 1,
+            forced: false,
+            refused: vec![g("e", &["system:masters"])],
+            message: "rule max-removals".into(),
+        };
+        let r = records(&ctx, &plan, Some(&guard));
+        let actions: Vec<&str> = r.iter().map(|x| x.action).collect();
+        assert_eq!(actions, ["grant", "update", "revoke", "skip", "guard"]);
+        assert_eq!(
+            r[1].groups_before.as_deref(),
+            Some(&["viewers".to_string()][..])
+        );
+        assert_eq!(
+            r[1].groups_after.as_deref(),
+            Some(&["system:masters".to_string()][..])
+        );
+        assert!(r[2].groups_after.is_none());
+        assert!(r[0].applied && !r[3].applied && !r[4].applied);
+        assert_eq!(r[4].reason.as_deref(), Some("rule max-removals"));
+        let v = serde_json::to_value(&r[0]).unwrap();
+        assert_eq!(v["audit"], SCHEMA);
+        assert_eq!(v["trigger"]["eventId"], "e-1");
+        assert_eq!(v["groupsBefore"], Value::Null);
+
+        let c = Counts::of(&plan, Some(&guard));
+        assert_eq!(
+            (c.granted, c.updated, c.revoked, c.skipped, c.guarded),
+            (1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn metric_line_is_emf() {
+        let counts = Counts {
+            granted: 2,
+            failed: 1,
+            ..Default::default()
+        };
+        let v = metric_line(1_764_547_200_000, "default", "prod", &counts, 42);
+        let spec = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(spec["Namespace"], NAMESPACE);
+        // Every metric named in the spec has a numeric value at the top level, and every dimension a string.
+        for m in spec["Metrics"].as_array().unwrap() {
+            assert!(v[m["Name"].as_str().unwrap()].is_u64(), "{m}");
+        }
+        for set in spec["Dimensions"].as_array().unwrap() {
+            for d in set.as_array().unwrap() {
+                assert!(v[d.as_str().unwrap()].is_string());
+            }
+        }
+        assert_eq!(v["Granted"], 2);
+        assert_eq!(v["Failed"], 1);
+        assert_eq!(v["Duration"], 42);
+    }
+}

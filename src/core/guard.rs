@@ -1,0 +1,284 @@
+//! The removal guard: looks at a cluster's plan before anything is written and refuses what an
+//! unattended run must not do on its own. Pure.
+//!
+//! Rules, checked on every cluster after all clusters were planned and before any is written:
+//! - `no-tagged-principals` (full reconciles): no IAM principal carries the tag key at all while this
+//!   deployment owns entries. A typo in `ADMIN_TAG_KEY`, or a new key that users do not carry yet, looks
+//!   exactly like this. The removals are refused; adds and updates still go through.
+//! - `max-removals` (full reconciles): more removals on one cluster than `MAX_REMOVALS`. The removals are
+//!   refused; adds and updates still go through.
+//! - `record-tag-key` (every run): the cluster's ownership record was written under another tag key, so
+//!   either this deployment's key changed or a second deployment shares this `DEPLOYMENT_ID`. Nothing is
+//!   written to that cluster.
+//!
+//! A single-user event is bounded by itself and is not capped. The override for one run is `force`.
+
+use crate::core::grants::Grant;
+use crate::core::plan::{Change, ClusterState, Plan};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    NoTaggedPrincipals,
+    MaxRemovals,
+    RecordTagKey,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::NoTaggedPrincipals => "no-tagged-principals",
+            Rule::MaxRemovals => "max-removals",
+            Rule::RecordTagKey => "record-tag-key",
+        }
+    }
+}
+
+/// What the guard did on one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Guarded {
+    pub rule: Rule,
+    /// The removals the plan had (for `record-tag-key`: all of its changes).
+    pub count: usize,
+    /// `true`: the rule tripped but `force` let the plan through unchanged.
+    pub forced: bool,
+    /// What was refused (empty when forced).
+    pub refused: Vec<Grant>,
+    pub message: String,
+}
+
+/// The facts the guard needs besides the plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// A full reconcile (the rules on removals apply only to those).
+    pub full: bool,
+    /// How many IAM principals carry the tag key at all, whatever its value.
+    pub tagged: usize,
+    pub max_removals: Option<usize>,
+    pub force: bool,
+    pub tag_key: &'a str,
+}
+
+const OVERRIDE: &str = "to let it through once, invoke with {\"action\":\"reconcile\",\"force\":true} or run `eks-admin-sync reconcile --force`";
+
+/// Checks one cluster's plan; refuses what a rule forbids (unless forced) and says so.
+pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Guarded> {
+    if let Some(recorded) = &state.record_tag_key
+        && !recorded.eq_ignore_ascii_case(facts.tag_key)
+    {
+        let count = plan.changes.len();
+        let message = format!(
+            "rule record-tag-key: the ownership record on this cluster was written under tag key {recorded:?}, \
+             this deployment uses {:?}; {count} change(s) refused, nothing written. If a second deployment \
+             shares this cluster, give it its own DEPLOYMENT_ID; if the key changed on purpose, {OVERRIDE}",
+            facts.tag_key
+        );
+        return Some(refuse_all(
+            plan,
+            Rule::RecordTagKey,
+            count,
+            facts.force,
+            message,
+        ));
+    }
+    if !facts.full {
+        return None;
+    }
+    let removals = plan.removals();
+    if removals == 0 {
+        return None;
+    }
+    let (rule, message) = if facts.tagged == 0 && state.owns_anything() {
+        (
+            Rule::NoTaggedPrincipals,
+            format!(
+                "rule no-tagged-principals: no IAM principal carries the tag key {:?} at all, yet {removals} \
+                 owned entr{} would be removed (a typo in ADMIN_TAG_KEY looks like this); removals refused, \
+                 adds and updates applied; {OVERRIDE}",
+                facts.tag_key,
+                if removals == 1 { "y" } else { "ies" }
+            ),
+        )
+    } else if let Some(max) = facts.max_removals
+        && removals > max
+    {
+        (
+            Rule::MaxRemovals,
+            format!(
+                "rule max-removals: {removals} removals exceed MAX_REMOVALS={max}; removals refused, adds and \
+                 updates applied; raise MAX_REMOVALS (0: no cap) or, {OVERRIDE}"
+            ),
+        )
+    } else {
+        return None;
+    };
+    if facts.force {
+        return Some(Guarded {
+            rule,
+            count: removals,
+            forced: true,
+            refused: Vec::new(),
+            message: format!("{message} (overridden by force)"),
+        });
+    }
+    let mut refused = Vec::new();
+    plan.changes.retain(|c| match c {
+        Change::Remove(g) => {
+            refused.push(g.clone());
+            false
+        }
+        _ => true,
+    });
+    // Refused removals stay owned: the next run (or a forced one) sees them again.
+    plan.owned_after
+        .extend(refused.iter().map(|g| g.arn.clone()));
+    plan.owned_after
+        .sort_by(|a, b| crate::core::grants::ArnKey(a).cmp(&crate::core::grants::ArnKey(b)));
+    Some(Guarded {
+        rule,
+        count: removals,
+        forced: false,
+        refused,
+        message,
+    })
+}
+
+fn refuse_all(plan: &mut Plan, rule: Rule, count: usize, force: bool, message: String) -> Guarded {
+    if force {
+        return Guarded {
+            rule,
+            count,
+            forced: true,
+            refused: Vec::new(),
+            message: format!("{message} (overridden by force)"),
+        };
+    }
+    let refused = plan.changes.drain(..).map(|c| c.grant().clone()).collect();
+    plan.hold = true;
+    Guarded {
+        rule,
+        count,
+        forced: false,
+        refused,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::plan::{CurrentEntry, Owner, Scope, plan};
+
+    fn arn(n: usize) -> String {
+        format!("arn:aws:iam::123456789012:user/u{n:02}")
+    }
+    fn grant(n: usize) -> Grant {
+        Grant {
+            arn: arn(n),
+            username: format!("u{n:02}"),
+            groups: vec!["system:masters".into()],
+        }
+    }
+    /// `owned` of our entries on the cluster; `desired` of them still granted, plus one new grant.
+    fn planned(owned: usize, desired: usize) -> (Plan, ClusterState) {
+        let state = ClusterState {
+            entries: (0..owned)
+                .map(|n| CurrentEntry {
+                    arn: Some(arn(n)),
+                    username: Some(format!("u{n:02}")),
+                    groups: vec!["system:masters".into()],
+                    owner: Owner::Us { marked: true },
+                })
+                .collect(),
+            recorded: (0..owned).map(arn).collect(),
+            record_tag_key: Some("eks-cluster-admin".into()),
+        };
+        let mut want: Vec<Grant> = (0..desired).map(grant).collect();
+        want.push(grant(99));
+        (plan(&state, &want, &Scope::All), state)
+    }
+    fn facts(full: bool, tagged: usize, max: Option<usize>, force: bool) -> Facts<'static> {
+        Facts {
+            full,
+            tagged,
+            max_removals: max,
+            force,
+            tag_key: "eks-cluster-admin",
+        }
+    }
+
+    #[test]
+    fn no_tagged_principals_refuses_removals_only() {
+        let (mut p, st) = planned(4, 0);
+        assert_eq!(p.removals(), 4);
+        let g = guard(&mut p, &st, &facts(true, 0, None, false)).unwrap();
+        assert_eq!(g.rule, Rule::NoTaggedPrincipals);
+        assert_eq!((g.count, g.refused.len(), g.forced), (4, 4, false));
+        assert!(g.message.contains("no-tagged-principals") && g.message.contains("force"));
+        assert_eq!(p.removals(), 0);
+        assert_eq!(p.changes.len(), 1, "the add still goes through");
+        assert_eq!(p.owned_after.len(), 5, "refused removals stay owned");
+        assert!(!p.hold);
+    }
+
+    #[test]
+    fn max_removals_is_a_strict_cap() {
+        for (removals, max, trips) in [(3, 3, false), (4, 3, true), (11, 10, true), (50, 0, false)]
+        {
+            let (mut p, st) = planned(removals, 0);
+            let cap = (max > 0).then_some(max);
+            let g = guard(&mut p, &st, &facts(true, 1, cap, false));
+            assert_eq!(g.is_some(), trips, "{removals} removals, cap {max}");
+            if let Some(g) = g {
+                assert_eq!(g.rule, Rule::MaxRemovals);
+                assert!(
+                    g.message
+                        .contains(&format!("{removals} removals exceed MAX_REMOVALS={max}"))
+                );
+                assert_eq!(p.removals(), 0);
+            } else {
+                assert_eq!(p.removals(), removals);
+            }
+        }
+    }
+
+    #[test]
+    fn user_events_are_not_capped_and_force_lets_through() {
+        let (mut p, st) = planned(20, 0);
+        assert!(guard(&mut p, &st, &facts(false, 0, Some(1), false)).is_none());
+        assert_eq!(p.removals(), 20);
+
+        let (mut p, st) = planned(20, 0);
+        let g = guard(&mut p, &st, &facts(true, 0, Some(1), true)).unwrap();
+        assert!(g.forced && g.refused.is_empty());
+        assert_eq!(p.removals(), 20, "force leaves the plan as it is");
+    }
+
+    #[test]
+    fn nothing_owned_nothing_guarded() {
+        let (mut p, st) = planned(0, 0);
+        assert!(guard(&mut p, &st, &facts(true, 0, Some(1), false)).is_none());
+        assert_eq!(p.changes.len(), 1);
+    }
+
+    #[test]
+    fn record_under_another_tag_key_holds_the_whole_cluster() {
+        let (mut p, mut st) = planned(2, 1);
+        st.record_tag_key = Some("eks-cluster-viewer".into());
+        for full in [true, false] {
+            let mut q = p.clone();
+            let g = guard(&mut q, &st, &facts(full, 3, None, false)).unwrap();
+            assert_eq!(g.rule, Rule::RecordTagKey);
+            assert!(q.hold && q.changes.is_empty());
+            assert!(g.message.contains("DEPLOYMENT_ID"));
+        }
+        let g = guard(&mut p, &st, &facts(true, 3, None, true)).unwrap();
+        assert!(g.forced && !p.hold && !p.changes.is_empty());
+        // The same key in another case is the same key (IAM tag keys are case-insensitive).
+        let (mut p, mut st) = planned(1, 1);
+        st.record_tag_key = Some("EKS-Cluster-Admin".into());
+        assert!(guard(&mut p, &st, &facts(true, 1, None, false)).is_none());
+    }
+}

@@ -1,0 +1,617 @@
+//! (a cluster's current state, its grants, the scope) → plan. Pure and store-neutral: a store turns what it
+//! holds into a [`ClusterState`] (entries, each with the owner the store worked out) and applies the
+//! [`Plan`] back in its own format. Plans speak of principals and grants, never of a store's rows.
+
+use crate::core::grants::{ArnKey, Grant, user_name_of_arn};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Whose an entry in the store is, as the store worked it out from its own ownership marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// This deployment's. `marked: false` means it is ours by an ownership record from before entries
+    /// carried marks; the next write of it adds the mark.
+    Us { marked: bool },
+    /// Written by people, other tools or another deployment (or taken over by a person): never changed.
+    Foreign,
+    /// Our ownership record names the principal, but the entry does not carry our mark: a person rewrote
+    /// it, or a tool dropped the mark. Never changed by us; reported so that a person decides.
+    Unclear,
+}
+
+/// One entry as it is in the store today.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentEntry {
+    /// The ARN as written (any case); `None` when the entry has no usable ARN (it can match nothing).
+    pub arn: Option<String>,
+    pub username: Option<String>,
+    pub groups: Vec<String>,
+    pub owner: Owner,
+}
+
+/// What a store holds for one cluster, as the planner needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// Entries in the store's order.
+    pub entries: Vec<CurrentEntry>,
+    /// Principal ARNs our ownership record names (some may have no entry any more).
+    pub recorded: Vec<String>,
+    /// The admin tag key the ownership record was written under, when the record says.
+    pub record_tag_key: Option<String>,
+}
+
+impl ClusterState {
+    /// Whether anything here is ours (an entry or a record).
+    pub fn owns_anything(&self) -> bool {
+        !self.recorded.is_empty()
+            || self
+                .entries
+                .iter()
+                .any(|e| matches!(e.owner, Owner::Us { .. }))
+    }
+}
+
+/// Which principals a run may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every owned entry and every grant.
+    All,
+    /// Only owned entries and grants of these IAM user names (case-insensitive, as IAM).
+    Users(Vec<String>),
+}
+
+impl Scope {
+    pub fn covers_arn(&self, arn: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Users(names) => user_name_of_arn(arn)
+                .is_some_and(|n| names.iter().any(|u| u.eq_ignore_ascii_case(n))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Change {
+    /// Give a principal its grant (a new entry).
+    Add(Grant),
+    /// Bring an owned entry back to its grant (drift, a new template, or adding our mark).
+    Update { from: Grant, to: Grant },
+    /// Take an owned entry away.
+    Remove(Grant),
+}
+
+impl Change {
+    /// The grant the change is about (the new one for an update).
+    pub fn grant(&self) -> &Grant {
+        match self {
+            Change::Add(g) | Change::Remove(g) => g,
+            Change::Update { to, .. } => to,
+        }
+    }
+}
+
+/// Why a principal was left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipKind {
+    /// Someone else's entry maps this principal.
+    Foreign,
+    /// More than one entry maps this principal.
+    Duplicate,
+    /// Our record names it but the entry lacks our mark.
+    Unclear,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skip {
+    pub arn: String,
+    pub kind: SkipKind,
+    /// The entry as it is (when there is exactly one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<Grant>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Changes in a stable order (by ARN key).
+    pub changes: Vec<Change>,
+    /// ARNs whose grant is already right.
+    pub unchanged: Vec<String>,
+    pub skipped: Vec<Skip>,
+    /// The principals owned after the plan is applied (exact ARNs, sorted by key).
+    pub owned_after: Vec<String>,
+    /// Write nothing at all on this cluster (set by the guard).
+    pub hold: bool,
+}
+
+impl Plan {
+    pub fn removals(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| matches!(c, Change::Remove(_)))
+            .count()
+    }
+}
+
+fn grant_of(e: &CurrentEntry, arn: &str) -> Grant {
+    Grant {
+        arn: arn.to_string(),
+        username: e.username.clone().unwrap_or_default(),
+        groups: e.groups.clone(),
+    }
+}
+
+/// Whether `e` is exactly `g` and carries our mark (ARN spelling included: we write what IAM says).
+fn is_exactly(e: &CurrentEntry, g: &Grant) -> bool {
+    e.owner == Owner::Us { marked: true }
+        && e.arn.as_deref() == Some(g.arn.as_str())
+        && e.username.as_deref().unwrap_or_default() == g.username
+        && e.groups == g.groups
+}
+
+const UNCLEAR: &str = "the ownership record names this principal but its entry lacks this deployment's \
+     mark (rewritten by hand, or a tool dropped the mark); left as it is: hand it back by restoring the mark, \
+     or take it over by removing the principal from the ownership record";
+
+/// Plans one cluster. `desired` must hold only grants inside `scope` (the caller reads IAM per scope).
+pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
+    // Each ARN's first entry and how many entries map it.
+    let mut by_key: HashMap<ArnKey, (&CurrentEntry, usize)> =
+        HashMap::with_capacity(state.entries.len());
+    for e in &state.entries {
+        if let Some(a) = &e.arn {
+            by_key
+                .entry(ArnKey(a))
+                .and_modify(|(_, n)| *n += 1)
+                .or_insert((e, 1));
+        }
+    }
+    // Everything we own or once recorded, keyed case-insensitively (the same principal to EKS).
+    let mut ours: BTreeMap<ArnKey, &str> = state
+        .recorded
+        .iter()
+        .map(|a| (ArnKey(a), a.as_str()))
+        .collect();
+    for e in &state.entries {
+        if let (Owner::Us { .. }, Some(a)) = (e.owner, &e.arn) {
+            ours.insert(ArnKey(a), a);
+        }
+    }
+    let desired_by_key: BTreeMap<ArnKey, &Grant> =
+        desired.iter().map(|g| (ArnKey(&g.arn), g)).collect();
+
+    let mut p = Plan::default();
+    let mut owned_after: BTreeMap<ArnKey, &str> = BTreeMap::new();
+    let skip = |arn: &str, kind, current: Option<Grant>, reason: String| Skip {
+        arn: arn.to_string(),
+        kind,
+        current,
+        reason,
+    };
+
+    for (key, want) in &desired_by_key {
+        match by_key.get(key).copied() {
+            None => {
+                p.changes.push(Change::Add((*want).clone()));
+                owned_after.insert(*key, &want.arn);
+            }
+            Some((one, 1)) => match one.owner {
+                Owner::Us { .. } => {
+                    if is_exactly(one, want) {
+                        p.unchanged.push(want.arn.clone());
+                    } else {
+                        p.changes.push(Change::Update {
+                            from: grant_of(one, one.arn.as_deref().unwrap_or_default()),
+                            to: (*want).clone(),
+                        });
+                    }
+                    owned_after.insert(*key, &want.arn);
+                }
+                Owner::Foreign => p.skipped.push(skip(
+                    &want.arn,
+                    SkipKind::Foreign,
+                    Some(grant_of(one, one.arn.as_deref().unwrap_or_default())),
+                    "already mapped by an entry this deployment does not own; left as it is".into(),
+                )),
+                Owner::Unclear => {
+                    p.skipped.push(skip(
+                        &want.arn,
+                        SkipKind::Unclear,
+                        Some(grant_of(one, one.arn.as_deref().unwrap_or_default())),
+                        UNCLEAR.into(),
+                    ));
+                    owned_after.insert(*key, ours.get(key).copied().unwrap_or(&want.arn));
+                }
+            },
+            Some((_, many)) => {
+                p.skipped.push(skip(
+                    &want.arn,
+                    SkipKind::Duplicate,
+                    None,
+                    format!("{many} entries map this principal; none is changed, remove the extra ones by hand"),
+                ));
+                if let Some(a) = ours.get(key) {
+                    owned_after.insert(*key, a);
+                }
+            }
+        }
+    }
+
+    for (key, arn) in &ours {
+        if desired_by_key.contains_key(key) {
+            continue;
+        }
+        if !scope.covers_arn(arn) {
+            owned_after.insert(*key, arn);
+            continue;
+        }
+        match by_key.get(key).copied() {
+            // Entry already gone (removed by hand): just forget it.
+            None => {}
+            Some((one, 1)) => match one.owner {
+                Owner::Us { .. } => p.changes.push(Change::Remove(grant_of(
+                    one,
+                    one.arn.as_deref().unwrap_or(arn),
+                ))),
+                // Taken over by a person (or another deployment): forget it.
+                Owner::Foreign => {}
+                Owner::Unclear => {
+                    p.skipped.push(skip(
+                        arn,
+                        SkipKind::Unclear,
+                        Some(grant_of(one, one.arn.as_deref().unwrap_or(arn))),
+                        format!("should be revoked, but {UNCLEAR}"),
+                    ));
+                    owned_after.insert(*key, arn);
+                }
+            },
+            Some((_, many)) => {
+                p.skipped.push(skip(
+                    arn,
+                    SkipKind::Duplicate,
+                    None,
+                    format!(
+                        "{many} entries map this principal; not removing any, remove them by hand"
+                    ),
+                ));
+                owned_after.insert(*key, arn);
+            }
+        }
+    }
+
+    p.changes
+        .sort_by(|a, b| ArnKey(&a.grant().arn).cmp(&ArnKey(&b.grant().arn)));
+    p.owned_after = owned_after.into_values().map(str::to_string).collect();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "arn:aws:iam::123456789012:user/alice";
+    const B: &str = "arn:aws:iam::123456789012:user/bob";
+    const C: &str = "arn:aws:iam::123456789012:user/team/carol";
+    const MASTERS: &[&str] = &["system:masters"];
+    const OURS: Owner = Owner::Us { marked: true };
+
+    fn g(arn: &str, user: &str) -> Grant {
+        Grant {
+            arn: arn.into(),
+            username: user.into(),
+            groups: vec!["system:masters".into()],
+        }
+    }
+    fn e(arn: &str, user: &str, groups: &[&str], owner: Owner) -> CurrentEntry {
+        CurrentEntry {
+            arn: Some(arn.into()),
+            username: Some(user.into()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            owner,
+        }
+    }
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+    fn state(entries: Vec<CurrentEntry>, recorded: &[&str]) -> ClusterState {
+        ClusterState {
+            entries,
+            recorded: s(recorded),
+            record_tag_key: None,
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        state: ClusterState,
+        desired: Vec<Grant>,
+        scope: Scope,
+        changes: Vec<Change>,
+        unchanged: Vec<String>,
+        skipped: Vec<SkipKind>,
+        owned_after: Vec<String>,
+    }
+
+    #[test]
+    fn table() {
+        let cases = vec![
+            Case {
+                name: "add new admin",
+                state: state(vec![], &[]),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![Change::Add(g(A, "alice"))],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "unchanged owned",
+                state: state(vec![e(A, "alice", MASTERS, OURS)], &[A]),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: s(&[A]),
+                skipped: vec![],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "ours by the old record only: rewritten to carry the mark",
+                state: state(
+                    vec![e(A, "alice", MASTERS, Owner::Us { marked: false })],
+                    &[A],
+                ),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![Change::Update {
+                    from: g(A, "alice"),
+                    to: g(A, "alice"),
+                }],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "hand-edited groups repaired",
+                state: state(vec![e(A, "alice", &["viewers"], OURS)], &[A]),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![Change::Update {
+                    from: Grant {
+                        arn: A.into(),
+                        username: "alice".into(),
+                        groups: s(&["viewers"]),
+                    },
+                    to: g(A, "alice"),
+                }],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "stale owned removed, foreign kept",
+                state: state(
+                    vec![
+                        e(A, "alice", MASTERS, OURS),
+                        e(B, "bob", MASTERS, Owner::Foreign),
+                    ],
+                    &[A],
+                ),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![Change::Remove(g(A, "alice"))],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: vec![],
+            },
+            Case {
+                name: "marked entry is ours even when the record was lost",
+                state: state(vec![e(A, "alice", MASTERS, OURS)], &[]),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![Change::Remove(g(A, "alice"))],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: vec![],
+            },
+            Case {
+                name: "foreign mapping of a desired ARN (any case) is skipped, not taken over",
+                state: state(
+                    vec![e(
+                        &A.replace("alice", "ALICE"),
+                        "hand",
+                        &["x"],
+                        Owner::Foreign,
+                    )],
+                    &[],
+                ),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![SkipKind::Foreign],
+                owned_after: vec![],
+            },
+            Case {
+                name: "entry taken over by a person: forgotten, never removed",
+                state: state(vec![e(A, "alice", MASTERS, Owner::Foreign)], &[A]),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: vec![],
+            },
+            Case {
+                name: "recorded but unmarked entry is not revoked and stays recorded",
+                state: state(vec![e(A, "alice", MASTERS, Owner::Unclear)], &[A]),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![SkipKind::Unclear],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "recorded but unmarked entry is not rewritten even when desired",
+                state: state(vec![e(A, "hand", &["viewers"], Owner::Unclear)], &[A]),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![SkipKind::Unclear],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "owned entry deleted by hand is restored",
+                state: state(vec![], &[A]),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![Change::Add(g(A, "alice"))],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "owned record without entry and not desired is forgotten",
+                state: state(vec![], &[A]),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: vec![],
+            },
+            Case {
+                name: "user scope leaves other owned entries alone",
+                state: state(
+                    vec![e(A, "alice", MASTERS, OURS), e(B, "bob", MASTERS, OURS)],
+                    &[A, B],
+                ),
+                desired: vec![],
+                scope: Scope::Users(s(&["BOB"])),
+                changes: vec![Change::Remove(g(B, "bob"))],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "path change: old ARN removed, new added (scope by name)",
+                state: state(
+                    vec![e(
+                        "arn:aws:iam::123456789012:user/carol",
+                        "carol",
+                        MASTERS,
+                        OURS,
+                    )],
+                    &["arn:aws:iam::123456789012:user/carol"],
+                ),
+                desired: vec![g(C, "carol")],
+                scope: Scope::Users(s(&["carol"])),
+                changes: vec![
+                    Change::Remove(g("arn:aws:iam::123456789012:user/carol", "carol")),
+                    Change::Add(g(C, "carol")),
+                ],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: s(&[C]),
+            },
+            Case {
+                name: "duplicate entries for an owned ARN, not desired: hands off",
+                state: state(
+                    vec![
+                        e(A, "alice", MASTERS, OURS),
+                        e(A, "alice2", MASTERS, Owner::Foreign),
+                    ],
+                    &[A],
+                ),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![SkipKind::Duplicate],
+                owned_after: s(&[A]),
+            },
+            Case {
+                name: "owned ARN duplicated by hand while still desired: neither entry is rewritten",
+                state: state(
+                    vec![
+                        e(A, "alice", &["viewers"], OURS),
+                        e(A, "by-hand", &["ops"], Owner::Foreign),
+                    ],
+                    &[A],
+                ),
+                desired: vec![g(A, "alice")],
+                scope: Scope::All,
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![SkipKind::Duplicate],
+                owned_after: s(&[A]),
+            },
+        ];
+        for c in cases {
+            let p = plan(&c.state, &c.desired, &c.scope);
+            assert_eq!(p.changes, c.changes, "{}", c.name);
+            assert_eq!(p.unchanged, c.unchanged, "{}", c.name);
+            let kinds: Vec<SkipKind> = p.skipped.iter().map(|s| s.kind).collect();
+            assert_eq!(kinds, c.skipped, "{}: {:?}", c.name, p.skipped);
+            assert_eq!(p.owned_after, c.owned_after, "{}", c.name);
+            assert!(!p.hold);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the state, the plan never touches an entry that is not ours: every update and removal
+        /// names a principal whose only entry is marked ours, and foreign and unclear entries are never
+        /// the subject of a change.
+        #[test]
+        fn only_owned_entries_change(
+            entries in proptest::collection::vec(
+                (0usize..5, 0usize..3, proptest::bool::ANY, 0usize..4), 0..8),
+            recorded in proptest::collection::vec(0usize..5, 0..4),
+            desired in proptest::collection::btree_set(0usize..5, 0..5),
+            scoped in proptest::option::of(0usize..5),
+        ) {
+            let names = ["a", "b", "c", "d", "e"];
+            let arn = |i: usize, upper: bool| {
+                let n = if upper { names[i].to_uppercase() } else { names[i].to_string() };
+                format!("arn:aws:iam::123456789012:user/{n}")
+            };
+            let owners = [OURS, Owner::Us { marked: false }, Owner::Foreign, Owner::Unclear];
+            let st = ClusterState {
+                entries: entries
+                    .iter()
+                    .map(|(i, grp, up, o)| e(&arn(*i, *up), names[*i], &[["system:masters", "viewers", "ops"][*grp]], owners[*o]))
+                    .collect(),
+                recorded: recorded.iter().map(|i| arn(*i, false)).collect(),
+                record_tag_key: None,
+            };
+            let scope = match scoped {
+                None => Scope::All,
+                Some(i) => Scope::Users(vec![names[i].to_string()]),
+            };
+            let want: Vec<Grant> = desired
+                .iter()
+                .map(|i| g(&arn(*i, false), names[*i]))
+                .filter(|x| scope.covers_arn(&x.arn))
+                .collect();
+            let p = plan(&st, &want, &scope);
+            for c in &p.changes {
+                let key = ArnKey(&c.grant().arn);
+                let matching: Vec<&CurrentEntry> = st.entries.iter().filter(|x| x.arn.as_deref().map(ArnKey) == Some(key)).collect();
+                match c {
+                    Change::Add(_) => proptest::prop_assert!(matching.is_empty()),
+                    Change::Update { .. } | Change::Remove(_) => {
+                        proptest::prop_assert_eq!(matching.len(), 1);
+                        let ours = matches!(matching[0].owner, Owner::Us { .. });
+                        proptest::prop_assert!(ours, "changed an entry that is not ours: {:?}", matching[0]);
+                    }
+                }
+                proptest::prop_assert!(scope.covers_arn(&c.grant().arn));
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What the core needs from the outside, as traits the adapters and stores implement. Nothing here does I/O.
+
+use crate::core::grants::IamUser;
+use crate::core::guard::Guarded;
+use crate::core::plan::{ClusterState, Plan};
+use std::future::Future;
+
+/// A failed IAM read. Never taken as "no users": nothing is written after one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("IAM {op} failed: {message}")]
+pub struct IamError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+/// Reads IAM users. A failed read is an error, never an empty list.
+pub trait IamSource: Sync {
+    /// One user with its ARN, id and tags; `Ok(None)` only when IAM says the user does not exist.
+    fn get_user(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<IamUser>, IamError>> + Send;
+    /// Every user with tags, in as few calls as IAM allows.
+    fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send;
+}
+
+/// A plan with the guard's verdict on it: what a store is asked to apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decided {
+    pub plan: Plan,
+    pub guard: Option<Guarded>,
+}
+
+/// What applying a plan came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The plan that was applied last (a store re-plans after a concurrent write).
+    pub decided: Decided,
+    /// Whether anything was written.
+    pub written: bool,
+    /// Read → plan → write rounds it took (more than 1: a concurrent write was retried).
+    pub attempts: u32,
+}
+
+/// Where a cluster's grants live (`aws-auth`, access entries). Each store keeps its own optimistic
+/// concurrency: when its write finds the state changed since `read`, it reads again and asks `replan` for
+/// a new decision on the new state — it never writes a plan made on an old state.
+pub trait Store: Sync {
+    /// What `read` hands to `apply` (the version read, the parsed document, …).
+    type Snapshot: Send;
+    type Error: std::fmt::Display + Send;
+
+    /// The store's name in reports and audit records.
+    fn name(&self) -> &'static str;
+
+    fn read(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<(ClusterState, Self::Snapshot), Self::Error>> + Send;
+
+    fn apply(
+        &self,
+        cluster: &str,
+        snapshot: Self::Snapshot,
+        decided: Decided,
+        replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+    ) -> impl Future<Output = Result<Applied, Self::Error>> + Send;
+}

@@ -1,0 +1,783 @@
+//! One invocation, in phases: intent → IAM facts → grants (once) → per cluster, concurrently and each
+//! against a deadline: current state → plan → guard (after every cluster was planned, before any is
+//! written) → apply. Shared by the Lambda and the CLI; generic over the ports, so nothing here knows a
+//! store's format.
+
+use crate::core::audit::{self, AuditRecord, Counts};
+use crate::core::event::{self, Action, EventError, Intent, Trigger};
+use crate::core::grants::{Desired, IamUser, desired_for_cluster};
+use crate::core::guard::{Facts, Guarded, guard};
+use crate::core::plan::{Change, ClusterState, Scope, Skip, SkipKind, plan};
+use crate::core::ports::{Decided, IamError, IamSource, Store};
+use crate::core::settings::Settings;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Time kept back from the Lambda's own deadline, to report and log before Lambda stops the function.
+pub const SAFETY_MARGIN: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("{0}; nothing was written to any cluster")]
+    Iam(#[from] IamError),
+    /// Some clusters failed, were guarded or need a person; the others were still done and are in the report.
+    #[error("{summary}")]
+    Clusters {
+        report: Box<Report>,
+        summary: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Done (or, in a dry run, planned).
+    Ok,
+    /// The guard refused part of the plan (see `guard`).
+    Guarded,
+    /// An entry's ownership is unclear and needs a person (see the `unclear` skips).
+    Conflict,
+    /// Nothing or not everything could be done (see `error`).
+    Failed,
+}
+
+/// What happened on one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub cluster: String,
+    pub store: &'static str,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guarded>,
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+    pub skipped: Vec<Skip>,
+    pub dry_run: bool,
+    /// Whether the store was written (false for no change, dry runs and failures).
+    pub written: bool,
+    /// How many read → plan → write rounds it took (more than 1 means a concurrent write was retried).
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// What the event asked for, in words.
+    pub intent: String,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    pub force: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+    pub clusters: Vec<ClusterReport>,
+    /// Why some tagged users were not granted anything (bad tag values, odd ARNs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// One record per grant, revoke, update, skip and guard (also printed as JSON lines).
+    pub audit: Vec<AuditRecord>,
+    /// CloudWatch Embedded Metric Format lines, one per cluster (printed, not serialised in the report).
+    #[serde(skip)]
+    pub metrics: Vec<Value>,
+}
+
+/// When and until when an invocation runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: SystemTime,
+    /// The Lambda's own deadline, when running in Lambda.
+    pub lambda_deadline: Option<Instant>,
+}
+
+impl Clock {
+    pub fn unbounded() -> Self {
+        Clock {
+            now: SystemTime::now(),
+            lambda_deadline: None,
+        }
+    }
+}
+
+pub struct Reconciler<I, S> {
+    pub settings: Settings,
+    pub iam: I,
+    pub store: S,
+}
+
+/// One cluster between the phases.
+enum Phase<Snap> {
+    Planned { snapshot: Snap, decided: Decided },
+    Failed(String),
+}
+
+impl<I: IamSource, S: Store> Reconciler<I, S> {
+    pub fn new(settings: Settings, iam: I, store: S) -> Self {
+        Reconciler {
+            settings,
+            iam,
+            store,
+        }
+    }
+
+    /// Handles a raw event. A malformed event or a failed IAM read writes nothing.
+    pub async fn handle(&self, event: &Value, clock: Clock) -> Result<Report, ReconcileError> {
+        let intent = event::parse(event)?;
+        self.run(intent, clock).await
+    }
+
+    pub async fn run(&self, intent: Intent, clock: Clock) -> Result<Report, ReconcileError> {
+        let dry_run = intent.dry_run || self.settings.dry_run;
+        let mut report = Report {
+            intent: String::new(),
+            trigger: intent.trigger.clone(),
+            dry_run,
+            force: intent.force,
+            ignored: None,
+            clusters: Vec::new(),
+            notes: Vec::new(),
+            audit: Vec::new(),
+            metrics: Vec::new(),
+        };
+        // Phase 1: IAM facts. Any failure ends the invocation before a cluster is touched.
+        let (users, scope) = match &intent.action {
+            Action::Ignore(reason) => {
+                tracing::info!(%reason, "event ignored");
+                report.intent = "ignore".into();
+                report.ignored = Some(reason.clone());
+                return Ok(report);
+            }
+            Action::ReconcileAll => {
+                let users = self.iam.list_users().await?;
+                tracing::info!(users = users.len(), "read all IAM users");
+                report.intent = "reconcile all users".into();
+                (users, Scope::All)
+            }
+            Action::ReconcileUsers(names) => {
+                let mut users: Vec<IamUser> = Vec::new();
+                for name in names {
+                    match self.iam.get_user(name).await? {
+                        Some(u) => users.push(u),
+                        None => {
+                            tracing::info!(user = %name, "IAM user does not exist; its owned entries will be removed")
+                        }
+                    }
+                }
+                report.intent = format!("reconcile user(s) {}", names.join(", "));
+                (users, Scope::Users(names.clone()))
+            }
+        };
+        let s = &self.settings;
+        let facts = Facts {
+            full: scope == Scope::All,
+            tagged: users
+                .iter()
+                .filter(|u| u.tag_value(&s.tag_key).is_some())
+                .count(),
+            max_removals: s.max_removals,
+            force: intent.force,
+            tag_key: &s.tag_key,
+        };
+        // Phase 2: grants, once per invocation.
+        let desired: Vec<Desired> = s
+            .clusters
+            .iter()
+            .map(|c| desired_for_cluster(&users, s, c))
+            .collect();
+        for n in desired.iter().flat_map(|d| &d.notes) {
+            if !report.notes.contains(n) {
+                tracing::warn!(note = %n, "tag value partly or wholly ignored");
+                report.notes.push(n.clone());
+            }
+        }
+
+        let start = Instant::now();
+        let mut deadline = start + s.cluster_timeout;
+        if let Some(lambda) = clock.lambda_deadline {
+            deadline = deadline.min(lambda.checked_sub(SAFETY_MARGIN).unwrap_or(start));
+        }
+        let budget = deadline.saturating_duration_since(start);
+
+        // Phase 3: read and plan every cluster, concurrently.
+        let decide = |state: &ClusterState, d: &Desired| -> Decided {
+            let mut p = plan(state, &d.grants, &scope);
+            let g = guard(&mut p, state, &facts);
+            Decided { plan: p, guard: g }
+        };
+        let reads = s.clusters.iter().zip(&desired).map(|(cluster, d)| async {
+            match tokio::time::timeout_at(deadline, self.store.read(cluster)).await {
+                Ok(Ok((state, snapshot))) => {
+                    let decided = decide(&state, d);
+                    Phase::Planned { snapshot, decided }
+                }
+                Ok(Err(e)) => Phase::Failed(e.to_string()),
+                Err(_) => Phase::Failed(format!(
+                    "no answer within {} ms (the cluster's deadline); nothing was written",
+                    budget.as_millis()
+                )),
+            }
+        });
+        let phases = futures_util::future::join_all(reads).await;
+
+        // Phase 4: every plan has been seen by the guard; apply, concurrently.
+        let applies = s.clusters.iter().zip(&desired).zip(phases).map(
+            |((cluster, d), phase)| async move {
+                let (snapshot, decided) = match phase {
+                    Phase::Failed(e) => return (None, Err(e)),
+                    Phase::Planned {
+                        snapshot, decided, ..
+                    } => (snapshot, decided),
+                };
+                // A dry run, or a cluster the guard holds, is planned and reported but never written.
+                if dry_run || decided.plan.hold {
+                    return (Some(decided), Ok((false, 1)));
+                }
+                let replan = |st: &ClusterState| decide(st, d);
+                match tokio::time::timeout_at(
+                    deadline,
+                    self.store.apply(cluster, snapshot, decided.clone(), &replan),
+                )
+                .await
+                {
+                    Ok(Ok(a)) => (Some(a.decided), Ok((a.written, a.attempts))),
+                    Ok(Err(e)) => (Some(decided), Err(e.to_string())),
+                    Err(_) => (
+                        Some(decided),
+                        Err(format!(
+                            "no answer within {} ms (the cluster's deadline) while writing; the write may or \
+                             may not have landed, the next run repairs either way",
+                            budget.as_millis()
+                        )),
+                    ),
+                }
+            },
+        );
+        let outcomes = futures_util::future::join_all(applies).await;
+        let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+
+        // Phase 5: report, audit records and metrics.
+        let time = jiff::Timestamp::try_from(clock.now)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .unwrap_or_default();
+        let ts_ms = clock
+            .now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let mut problems = Vec::new();
+        for (cluster, (decided, outcome)) in s.clusters.iter().zip(outcomes) {
+            let decided = decided.unwrap_or_default();
+            let (written, attempts, error) = match outcome {
+                Ok((w, a)) => (w, a, None),
+                Err(e) => (false, 0, Some(e)),
+            };
+            let p = &decided.plan;
+            let status = if error.is_some() {
+                Status::Failed
+            } else if decided.guard.as_ref().is_some_and(|g| !g.forced) {
+                Status::Guarded
+            } else if p.skipped.iter().any(|k| k.kind == SkipKind::Unclear) {
+                Status::Conflict
+            } else {
+                Status::Ok
+            };
+            let ctx = audit::Context {
+                time: &time,
+                deployment: &s.deployment_id,
+                cluster,
+                store: self.store.name(),
+                dry_run,
+                applied: written,
+                trigger: &intent.trigger,
+            };
+            let failed = error.is_some();
+            if !failed {
+                report
+                    .audit
+                    .extend(audit::records(&ctx, p, decided.guard.as_ref()));
+            }
+            let mut counts = if failed {
+                Counts::default()
+            } else {
+                Counts::of(p, decided.guard.as_ref())
+            };
+            counts.failed = usize::from(failed);
+            report.metrics.push(audit::metric_line(
+                ts_ms,
+                &s.deployment_id,
+                cluster,
+                &counts,
+                elapsed_ms,
+            ));
+            let mut r = ClusterReport {
+                cluster: cluster.clone(),
+                store: self.store.name(),
+                status,
+                error: error.clone(),
+                guard: decided.guard.clone(),
+                added: Vec::new(),
+                updated: Vec::new(),
+                removed: Vec::new(),
+                unchanged: p.unchanged.len(),
+                skipped: p.skipped.clone(),
+                dry_run,
+                written,
+                attempts,
+                duration_ms: elapsed_ms,
+                changes: if failed {
+                    Vec::new()
+                } else {
+                    p.changes.clone()
+                },
+            };
+            for c in &r.changes {
+                match c {
+                    Change::Add(g) => r.added.push(g.arn.clone()),
+                    Change::Update { to, .. } => r.updated.push(to.arn.clone()),
+                    Change::Remove(g) => r.removed.push(g.arn.clone()),
+                }
+            }
+            log_cluster(&r);
+            match status {
+                Status::Ok => {}
+                Status::Failed => {
+                    problems.push(format!("cluster {cluster}: {}", error.unwrap_or_default()))
+                }
+                Status::Guarded => problems.push(format!(
+                    "cluster {cluster}: guarded: {}",
+                    decided.guard.map(|g| g.message).unwrap_or_default()
+                )),
+                Status::Conflict => {
+                    let arns: Vec<&str> = p
+                        .skipped
+                        .iter()
+                        .filter(|k| k.kind == SkipKind::Unclear)
+                        .map(|k| k.arn.as_str())
+                        .collect();
+                    problems.push(format!(
+                        "cluster {cluster}: ownership unclear for {}: the ownership record names them but their \
+                         entries lack this deployment's mark; left as they are until a person decides (see the \
+                         README, \"Taking an entry over\")",
+                        arns.join(", ")
+                    ));
+                }
+            }
+            report.clusters.push(r);
+        }
+        if problems.is_empty() {
+            Ok(report)
+        } else {
+            let summary = format!(
+                "{} of {} clusters need attention: {}",
+                problems.len(),
+                s.clusters.len(),
+                problems.join("; ")
+            );
+            Err(ReconcileError::Clusters {
+                report: Box::new(report),
+                summary,
+            })
+        }
+    }
+}
+
+fn log_cluster(r: &ClusterReport) {
+    if let Some(e) = &r.error {
+        tracing::error!(cluster = %r.cluster, store = r.store, error = %e, "cluster failed; other clusters go on");
+        return;
+    }
+    tracing::info!(
+        cluster = %r.cluster,
+        store = r.store,
+        status = ?r.status,
+        added = r.added.len(),
+        updated = r.updated.len(),
+        removed = r.removed.len(),
+        unchanged = r.unchanged,
+        skipped = r.skipped.len(),
+        written = r.written,
+        dry_run = r.dry_run,
+        attempts = r.attempts,
+        "cluster reconciled"
+    );
+    if let Some(g) = &r.guard {
+        tracing::warn!(cluster = %r.cluster, rule = g.rule.name(), count = g.count, forced = g.forced, message = %g.message, "removal guard");
+    }
+    for s in &r.skipped {
+        tracing::warn!(cluster = %r.cluster, arn = %s.arn, reason = %s.reason, "principal skipped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::grants::Grant;
+    use crate::core::plan::{CurrentEntry, Owner};
+    use crate::core::ports::Applied;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    struct FakeIam {
+        users: Vec<IamUser>,
+        fail: bool,
+    }
+
+    impl IamSource for FakeIam {
+        async fn get_user(&self, name: &str) -> Result<Option<IamUser>, IamError> {
+            if self.fail {
+                return Err(IamError {
+                    op: "GetUser",
+                    message: "throttled".into(),
+                });
+            }
+            Ok(self.users.iter().find(|u| u.name == name).cloned())
+        }
+        async fn list_users(&self) -> Result<Vec<IamUser>, IamError> {
+            if self.fail {
+                return Err(IamError {
+                    op: "GetAccountAuthorizationDetails",
+                    message: "AccessDenied".into(),
+                });
+            }
+            Ok(self.users.clone())
+        }
+    }
+
+    /// An in-memory store: entries per cluster; "broken" fails to read, "slow" never answers, and
+    /// `log` records every read and apply in order.
+    #[derive(Default)]
+    struct MemStore {
+        clusters: Mutex<HashMap<String, Vec<CurrentEntry>>>,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Store for MemStore {
+        type Snapshot = ();
+        type Error = String;
+        fn name(&self) -> &'static str {
+            "memory"
+        }
+        async fn read(&self, cluster: &str) -> Result<(ClusterState, ()), String> {
+            self.log.lock().unwrap().push(format!("read {cluster}"));
+            match cluster {
+                "broken" => return Err("unreachable".into()),
+                "slow" => std::future::pending::<()>().await,
+                _ => {}
+            }
+            let entries = self
+                .clusters
+                .lock()
+                .unwrap()
+                .get(cluster)
+                .cloned()
+                .unwrap_or_default();
+            Ok((
+                ClusterState {
+                    entries,
+                    ..Default::default()
+                },
+                (),
+            ))
+        }
+        async fn apply(
+            &self,
+            cluster: &str,
+            _: (),
+            decided: Decided,
+            _: &(dyn Fn(&ClusterState) -> Decided + Sync),
+        ) -> Result<Applied, String> {
+            self.log.lock().unwrap().push(format!("apply {cluster}"));
+            let mut all = self.clusters.lock().unwrap();
+            let entries = all.entry(cluster.to_string()).or_default();
+            for c in &decided.plan.changes {
+                match c {
+                    Change::Add(g) => entries.push(ours(g)),
+                    Change::Update { to, .. } => {
+                        entries.retain(|e| e.arn.as_deref() != Some(&to.arn));
+                        entries.push(ours(to));
+                    }
+                    Change::Remove(g) => entries.retain(|e| e.arn.as_deref() != Some(&g.arn)),
+                }
+            }
+            Ok(Applied {
+                written: !decided.plan.changes.is_empty(),
+                decided,
+                attempts: 1,
+            })
+        }
+    }
+
+    fn ours(g: &Grant) -> CurrentEntry {
+        CurrentEntry {
+            arn: Some(g.arn.clone()),
+            username: Some(g.username.clone()),
+            groups: g.groups.clone(),
+            owner: Owner::Us { marked: true },
+        }
+    }
+
+    fn settings(clusters: &str, extra: &[(&str, &str)]) -> Settings {
+        let extra: HashMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| match k {
+            "CLUSTER_NAMES" => Some(clusters.into()),
+            other => extra.get(other).cloned(),
+        })
+        .unwrap()
+    }
+
+    fn admin(name: &str, value: &str) -> IamUser {
+        IamUser {
+            name: name.into(),
+            arn: format!("arn:aws:iam::123456789012:user/{name}"),
+            id: None,
+            tags: vec![("eks-cluster-admin".into(), value.into())],
+        }
+    }
+
+    fn rec(
+        clusters: &str,
+        extra: &[(&str, &str)],
+        users: Vec<IamUser>,
+        fail: bool,
+    ) -> Reconciler<FakeIam, MemStore> {
+        Reconciler::new(
+            settings(clusters, extra),
+            FakeIam { users, fail },
+            MemStore::default(),
+        )
+    }
+
+    fn full() -> Value {
+        serde_json::json!({"action": "reconcile"})
+    }
+
+    fn seed(r: &Reconciler<FakeIam, MemStore>, cluster: &str, names: &[&str]) {
+        r.store.clusters.lock().unwrap().insert(
+            cluster.into(),
+            names
+                .iter()
+                .map(|n| {
+                    ours(&Grant {
+                        arn: format!("arn:aws:iam::123456789012:user/{n}"),
+                        username: (*n).into(),
+                        groups: vec!["system:masters".into()],
+                    })
+                })
+                .collect(),
+        );
+    }
+
+    #[tokio::test]
+    async fn iam_failure_writes_nothing() {
+        for ev in [
+            full(),
+            serde_json::json!({"action": "reconcile", "user": "a"}),
+        ] {
+            let r = rec("prod", &[], vec![admin("a", "true")], true);
+            let e = r.handle(&ev, Clock::unbounded()).await.unwrap_err();
+            assert!(matches!(e, ReconcileError::Iam(_)), "{e}");
+            assert!(e.to_string().contains("nothing was written"));
+            assert!(
+                r.store.log.lock().unwrap().is_empty(),
+                "no cluster may be touched after a failed IAM read"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_cluster_is_read_and_planned_before_any_is_written() {
+        let r = rec("a b c", &[], vec![admin("x", "true")], false);
+        r.handle(&full(), Clock::unbounded()).await.unwrap();
+        let log = r.store.log.lock().unwrap().clone();
+        let first_apply = log.iter().position(|l| l.starts_with("apply")).unwrap();
+        assert_eq!(
+            log[..first_apply].len(),
+            3,
+            "all three reads come before the first write: {log:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_failing_cluster_does_not_stop_the_others() {
+        let r = rec("broken prod", &[], vec![admin("a", "true")], false);
+        let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
+        let ReconcileError::Clusters { report, summary } = e else {
+            panic!("wrong error")
+        };
+        assert!(summary.contains("cluster broken: unreachable"), "{summary}");
+        assert_eq!(report.clusters[0].status, Status::Failed);
+        assert_eq!(report.clusters[1].status, Status::Ok);
+        assert_eq!(report.clusters[1].added.len(), 1);
+        assert_eq!(report.metrics.len(), 2);
+        assert_eq!(report.metrics[0]["Failed"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_cluster_costs_its_deadline_and_the_others_are_written() {
+        let r = rec(
+            "slow prod",
+            &[("CLUSTER_TIMEOUT_SECONDS", "5")],
+            vec![admin("a", "true")],
+            false,
+        );
+        let t0 = Instant::now();
+        let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+        let ReconcileError::Clusters { report, summary } = e else {
+            panic!()
+        };
+        assert!(summary.contains("no answer within 5000 ms"), "{summary}");
+        assert!(report.clusters[1].written);
+        // The Lambda's remaining time cuts the deadline shorter (less the safety margin).
+        let t0 = Instant::now();
+        let clock = Clock {
+            now: SystemTime::now(),
+            lambda_deadline: Some(t0 + Duration::from_secs(4)),
+        };
+        r.handle(&full(), clock).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn guard_refuses_removals_on_full_reconcile_and_force_overrides() {
+        // Typo'd tag key: nobody carries it, 4 owned entries would go.
+        let r = rec(
+            "prod",
+            &[("ADMIN_TAG_KEY", "eks-cluster-admn")],
+            vec![admin("a", "true")],
+            false,
+        );
+        seed(&r, "prod", &["a", "b", "c", "d"]);
+        let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no-tagged-principals") && msg.contains("\"force\":true"),
+            "{msg}"
+        );
+        let ReconcileError::Clusters { report, .. } = e else {
+            panic!()
+        };
+        assert_eq!(report.clusters[0].status, Status::Guarded);
+        assert_eq!(
+            report.audit.iter().filter(|a| a.action == "guard").count(),
+            4
+        );
+        assert_eq!(
+            r.store.clusters.lock().unwrap()["prod"].len(),
+            4,
+            "nothing removed"
+        );
+
+        let forced = r
+            .handle(
+                &serde_json::json!({"action": "reconcile", "force": true}),
+                Clock::unbounded(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(forced.clusters[0].removed.len(), 4);
+        assert!(r.store.clusters.lock().unwrap()["prod"].is_empty());
+    }
+
+    #[tokio::test]
+    async fn removals_over_the_cap_are_refused_but_adds_go_through() {
+        let r = rec(
+            "prod",
+            &[("MAX_REMOVALS", "2")],
+            vec![admin("new", "true"), admin("keep", "false")],
+            false,
+        );
+        seed(&r, "prod", &["a", "b", "c"]);
+        let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
+        assert!(
+            e.to_string().contains("3 removals exceed MAX_REMOVALS=2"),
+            "{e}"
+        );
+        let entries = r.store.clusters.lock().unwrap()["prod"].clone();
+        assert_eq!(entries.len(), 4, "3 kept, 1 added");
+        // A single-user event is not capped.
+        let r2 = rec("prod", &[("MAX_REMOVALS", "1")], vec![], false);
+        seed(&r2, "prod", &["a"]);
+        r2.handle(
+            &serde_json::json!({"action": "reconcile", "user": "a"}),
+            Clock::unbounded(),
+        )
+        .await
+        .unwrap();
+        assert!(r2.store.clusters.lock().unwrap()["prod"].is_empty());
+    }
+
+    #[tokio::test]
+    async fn dry_run_from_payload_or_settings_never_applies() {
+        for (extra, ev) in [
+            (
+                &[][..],
+                serde_json::json!({"action": "reconcile", "dryRun": true}),
+            ),
+            (
+                &[("DRY_RUN", "true")][..],
+                serde_json::json!({"action": "reconcile", "dryRun": false}),
+            ),
+        ] {
+            let r = rec("prod", extra, vec![admin("a", "true")], false);
+            let report = r.handle(&ev, Clock::unbounded()).await.unwrap();
+            assert!(report.dry_run);
+            assert_eq!(report.clusters[0].added.len(), 1);
+            assert!(report.audit.iter().all(|a| a.dry_run && !a.applied));
+            assert!(
+                !r.store
+                    .log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.starts_with("apply")),
+                "a dry run never applies"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_records_carry_the_trigger() {
+        let r = rec("prod", &[], vec![admin("new-admin-test", "true")], false);
+        let ev: Value = serde_json::from_slice(
+            &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/events/tag-user.json")).unwrap(),
+        )
+        .unwrap();
+        let report = r.handle(&ev, Clock::unbounded()).await.unwrap();
+        let a = &report.audit[0];
+        assert_eq!(a.action, "grant");
+        assert_eq!(a.principal, "arn:aws:iam::123456789012:user/new-admin-test");
+        assert_eq!(
+            a.trigger.actor.as_ref().unwrap().arn.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/PlatformAdmins/jane")
+        );
+        assert!(a.applied && !a.dry_run);
+    }
+
+    #[tokio::test]
+    async fn failed_cloudtrail_call_is_ignored() {
+        let r = rec("prod", &[], vec![], false);
+        let ev: Value = serde_json::from_slice(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/events/tag-user-failed.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let report = r.handle(&ev, Clock::unbounded()).await.unwrap();
+        assert!(report.ignored.unwrap().contains("AccessDenied"));
+        assert!(r.store.log.lock().unwrap().is_empty());
+    }
+}
