@@ -116,7 +116,12 @@ pub struct Reconciler<I, S> {
 
 /// One cluster between the phases.
 enum Phase<Snap> {
-    Planned { snapshot: Snap, decided: Decided },
+    Planned {
+        snapshot: Snap,
+        decided: Decided,
+        /// Time the cluster's own read took (counted against its budget).
+        spent: Duration,
+    },
     Failed(String),
 }
 
@@ -200,12 +205,18 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             }
         }
 
+        // Each cluster has its own budget for its own work (read, then write): the wait for the slowest read
+        // between the two phases does not count against it. The Lambda's remaining time caps every budget.
         let start = Instant::now();
-        let mut deadline = start + s.cluster_timeout;
-        if let Some(lambda) = clock.lambda_deadline {
-            deadline = deadline.min(lambda.checked_sub(SAFETY_MARGIN).unwrap_or(start));
-        }
-        let budget = deadline.saturating_duration_since(start);
+        let hard_stop = clock
+            .lambda_deadline
+            .map(|l| l.checked_sub(SAFETY_MARGIN).unwrap_or(start));
+        let deadline_after = |begin: Instant, spent: Duration| {
+            let own = begin + s.cluster_timeout.saturating_sub(spent);
+            hard_stop.map_or(own, |h| own.min(h))
+        };
+        let read_deadline = deadline_after(start, Duration::ZERO);
+        let budget = read_deadline.saturating_duration_since(start);
 
         // Phase 3: read and plan every cluster, concurrently.
         let decide = |state: &ClusterState, d: &Desired| -> Decided {
@@ -214,10 +225,14 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             Decided { plan: p, guard: g }
         };
         let reads = s.clusters.iter().zip(&desired).map(|(cluster, d)| async {
-            match tokio::time::timeout_at(deadline, self.store.read(cluster)).await {
+            match tokio::time::timeout_at(read_deadline, self.store.read(cluster)).await {
                 Ok(Ok((state, snapshot))) => {
                     let decided = decide(&state, d);
-                    Phase::Planned { snapshot, decided }
+                    Phase::Planned {
+                        snapshot,
+                        decided,
+                        spent: start.elapsed(),
+                    }
                 }
                 Ok(Err(e)) => Phase::Failed(e.to_string()),
                 Err(_) => Phase::Failed(format!(
@@ -231,11 +246,13 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         // Phase 4: every plan has been seen by the guard; apply, concurrently.
         let applies = s.clusters.iter().zip(&desired).zip(phases).map(
             |((cluster, d), phase)| async move {
-                let (snapshot, decided) = match phase {
+                let (snapshot, decided, spent) = match phase {
                     Phase::Failed(e) => return (None, Err(e)),
                     Phase::Planned {
-                        snapshot, decided, ..
-                    } => (snapshot, decided),
+                        snapshot,
+                        decided,
+                        spent,
+                    } => (snapshot, decided, spent),
                 };
                 // A dry run, or a cluster the guard holds, is planned and reported but never written.
                 if dry_run || decided.plan.hold {
@@ -243,7 +260,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 }
                 let replan = |st: &ClusterState| decide(st, d);
                 match tokio::time::timeout_at(
-                    deadline,
+                    deadline_after(Instant::now(), spent),
                     self.store.apply(cluster, snapshot, decided.clone(), &replan),
                 )
                 .await
@@ -495,6 +512,8 @@ mod tests {
             _: &(dyn Fn(&ClusterState) -> Decided + Sync),
         ) -> Result<Applied, String> {
             self.log.lock().unwrap().push(format!("apply {cluster}"));
+            // A write takes a little time, as a real one does.
+            tokio::time::sleep(Duration::from_millis(1)).await;
             let mut all = self.clusters.lock().unwrap();
             let entries = all.entry(cluster.to_string()).or_default();
             for c in &decided.plan.changes {
@@ -633,7 +652,8 @@ mod tests {
         );
         let t0 = Instant::now();
         let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
-        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+        // The hung read costs its 5 s; the healthy cluster's write still has its own budget after it.
+        assert_eq!(t0.elapsed(), Duration::from_millis(5001));
         let ReconcileError::Clusters { report, summary } = e else {
             panic!()
         };
@@ -645,8 +665,13 @@ mod tests {
             now: SystemTime::now(),
             lambda_deadline: Some(t0 + Duration::from_secs(4)),
         };
-        r.handle(&full(), clock).await.unwrap_err();
+        let e = r.handle(&full(), clock).await.unwrap_err();
         assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        let ReconcileError::Clusters { report, .. } = e else {
+            panic!()
+        };
+        // Past the Lambda's own deadline less the margin, nothing more is started.
+        assert_eq!(report.clusters[1].status, Status::Failed);
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ def test_api_server_down_then_heals(stack):
     assert rc != 0
     assert "cluster staging" in err and "aws-auth" in err, err
     # The other cluster was still done.
-    assert [c["cluster"] for c in report["clusters"]] == ["prod"]
+    assert [(c["cluster"], c["status"]) for c in report["clusters"]] == [("prod", "ok"), ("staging", "failed")]
     assert report["clusters"][0]["added"] == [f"arn:aws:iam::{ACCOUNT}:user/alice"]
     stack.start_apiserver("staging")
     assert map_users(stack.get_aws_auth("staging")) == [], "nothing half-written"
@@ -111,7 +111,7 @@ def test_unparseable_aws_auth_is_left_alone_until_fixed(stack):
     after = stack.get_aws_auth("prod")
     assert after["metadata"]["resourceVersion"] == broken["metadata"]["resourceVersion"]
     # staging was still reconciled (unchanged).
-    assert [c["cluster"] for c in report["clusters"]] == ["staging"]
+    assert [(c["cluster"], c["status"]) for c in report["clusters"]] == [("prod", "failed"), ("staging", "ok")]
 
     after["data"]["mapUsers"] = good_users
     code, body = stack.admin("PUT", "prod", stack.CM, after)

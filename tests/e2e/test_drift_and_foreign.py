@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from stack import ACCOUNT, NODE_ROLE, map_users, owned, ct_event
+from stack import ACCOUNT, NODE_ROLE, map_users, owned, ours, ct_event
 
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 GONE = f"arn:aws:iam::{ACCOUNT}:user/gone"
@@ -45,7 +45,7 @@ def test_scheduled_reconcile_repairs_drift(stack):
     prod = next(c for c in report["clusters"] if c["cluster"] == "prod")
     assert prod["updated"] == [ALICE] and prod["removed"] == [GONE], prod
     cm = stack.get_aws_auth("prod")
-    assert map_users(cm) == [{"userarn": ALICE, "username": "alice", "groups": ["system:masters"]}]
+    assert map_users(cm) == [ours(ALICE, "alice")]
     assert owned(cm) == [ALICE]
 
     # Repeated runs do not churn: nothing written, resourceVersion unchanged.
@@ -114,8 +114,8 @@ def test_foreign_entries_survive_many_operations(stack):
     assert after["data"]["mapAccounts"] == before["data"]["mapAccounts"]
     assert after["metadata"]["annotations"]["team"] == "platform"
     # Foreign mapUsers entries: same values, same order, alice's hand-made entry not taken over.
-    ours = {a.lower() for a in owned(after)}
-    foreign = [u for u in map_users(after) if not (isinstance(u, dict) and u.get("userarn", "").lower() in ours)]
+    # Foreign: every entry without this deployment's mark.
+    foreign = [u for u in map_users(after) if not (isinstance(u, dict) and u.get("eks-admin-sync") == "default")]
     assert foreign == yaml.safe_load(FOREIGN_USERS)
     assert owned(after) == [f"arn:aws:iam::{ACCOUNT}:user/platform/carol"]
     prod = next(c for c in report["clusters"] if c["cluster"] == "prod")
@@ -171,8 +171,7 @@ def test_hand_written_users_text_is_kept_byte_for_byte(stack):
     assert rc == 0, err
     text = stack.get_aws_auth("prod")["data"]["mapUsers"]
     assert text.startswith(HAND_WRITTEN), text
-    assert yaml.safe_load(text[len(HAND_WRITTEN):]) == [
-        {"userarn": ALICE, "username": "alice", "groups": ["system:masters"]}]
+    assert yaml.safe_load(text[len(HAND_WRITTEN):]) == [ours(ALICE, "alice")]
 
     # A hand edit of our entry is repaired in place; the text around it does not change.
     edit(stack, "prod", lambda cm: cm["data"].__setitem__(

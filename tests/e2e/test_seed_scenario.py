@@ -6,7 +6,7 @@ import subprocess
 import time
 
 from lambda_runtime_api import RuntimeApi, lambda_env
-from stack import ACCOUNT, BINARY, REPO, map_users, owned
+from stack import ACCOUNT, BINARY, REPO, map_users, owned, ours
 
 ARN = f"arn:aws:iam::{ACCOUNT}:user/new-admin-test"
 
@@ -36,7 +36,7 @@ def test_tag_grants_admin_untag_revokes_in_lambda_mode(stack, tmp_path):
             assert c["added"] == [ARN] and c["written"], c
         for cluster in ("prod", "staging"):
             cm = stack.get_aws_auth(cluster)
-            assert map_users(cm) == [{"userarn": ARN, "username": "new-admin-test", "groups": ["system:masters"]}]
+            assert map_users(cm) == [ours(ARN, "new-admin-test")]
             assert owned(cm) == [ARN]
 
         # The new admin, signing with its own key, sees everything in every namespace.
@@ -92,8 +92,8 @@ def test_plan_and_dry_run_write_nothing(stack):
     before = stack.get_aws_auth("prod")
     p = stack.run(["plan"])
     assert p.returncode == 0, p.stderr
-    assert "cluster prod: 1 to add" in p.stdout and f"arn:aws:iam::{ACCOUNT}:user/carol" in p.stdout
-    assert "cluster staging: 0 to add" in p.stdout
+    assert "cluster prod (aws-auth): 1 to add" in p.stdout and f"arn:aws:iam::{ACCOUNT}:user/carol" in p.stdout
+    assert "cluster staging (aws-auth): 0 to add" in p.stdout
     rc, report, _ = stack.handle_event("manual-user-dry-run.json")
     assert rc == 0 and report["dryRun"]
     p = stack.run(["reconcile", "--dry-run"])

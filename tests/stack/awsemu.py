@@ -12,6 +12,10 @@
 - /_emu/iam/bulk-users (POST {"prefix", "count", "tagged", "tag_key", "tag_value"}) creates many users
   in-process (benchmarks).
 - /_emu/calls (GET) and /_emu/calls/reset (POST): per-service/action request counts, for tests and benchmarks.
+- /_emu/faults (POST {"label": "iam:GetUser", "status": 400, "code": "Throttling", "message": "...",
+  "count": N}) answers the next N calls of that action with that error, in the service's own error shape
+  (count -1: until cleared; an empty body clears every fault). Lets tests show that only IAM's own
+  NoSuchEntity means "user gone" and that throttling or access denied removes nothing.
 
 Run: python awsemu.py --port N   (binds 127.0.0.1 only)
 """
@@ -182,6 +186,32 @@ def set_eks_cluster(name, body, region):
 
 
 IAM_PAGE_CAP = [1000]
+FAULTS = {}
+FAULTS_LOCK = threading.Lock()
+
+
+def take_fault(label):
+    with FAULTS_LOCK:
+        f = FAULTS.get(label)
+        if not f:
+            return None
+        if f["count"] > 0:
+            f["count"] -= 1
+            if f["count"] == 0:
+                del FAULTS[label]
+        return f
+
+
+def fault_response(start_response, fault):
+    """An IAM (query protocol, XML) error, as real IAM sends it."""
+    body = (
+        '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
+        f"<Code>{escape(fault['code'])}</Code><Message>{escape(fault.get('message', 'injected'))}</Message></Error>"
+        "<RequestId>emu-fault</RequestId></ErrorResponse>"
+    ).encode()
+    status = int(fault.get("status", 400))
+    start_response(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    return [body]
 IAM_DEFAULT_MAX_ITEMS = 100
 
 
@@ -261,6 +291,10 @@ class App:
         if "X-Amz-Credential=" in query and "Action=GetCallerIdentity" in query:
             return presigned_sts(environ, start_response)
         label = _classify(environ)
+        fault = take_fault(label)
+        if fault:
+            _count(f"{label}(fault {fault['code']})")
+            return fault_response(start_response, fault)
         form = environ.get("emu.form") or []
         if label == "iam:GetAccountAuthorizationDetails" and [v for k, v in form if k.startswith("Filter.member")] == ["User"]:
             return authorization_details_users(form, start_response)
@@ -280,6 +314,12 @@ class App:
                 CALLS.clear()
         elif path == "/_emu/iam/page-cap" and method == "POST":
             IAM_PAGE_CAP[0] = int(body.get("cap", 1000))
+        elif path == "/_emu/faults" and method == "POST":
+            with FAULTS_LOCK:
+                if body.get("label"):
+                    FAULTS[body["label"]] = {"count": int(body.get("count", -1)), **body}
+                else:
+                    FAULTS.clear()
         elif path == "/_emu/iam/bulk-users" and method == "POST":
             bulk_users(body, self.region)
         elif path.startswith("/_emu/eks/") and method == "POST":

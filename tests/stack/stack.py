@@ -404,7 +404,8 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout)
 
     def handle_event(self, event, extra_env=None):
-        """Delivers one event through `handle-event -`; returns (exit code, report or None, stderr)."""
+        """Delivers one event through `handle-event -`; returns (exit code, report or None, stderr).
+        The stderr text holds the audit and metric lines (see `json_lines`)."""
         if isinstance(event, str) and not event.lstrip().startswith("{"):
             with open(os.path.join(REPO, "events", event)) as f:
                 event = f.read()
@@ -467,10 +468,31 @@ class Stack:
         for u in iam.list_users()["Users"]:
             self.delete_user(u["UserName"])
         self.emu("/_emu/iam/page-cap", {"cap": 1000})
+        self.emu("/_emu/faults", {})
         for c in self.clusters:
             if f"apiserver-{c}" not in self.procs:
                 self.start_apiserver(c)
             self.seed_aws_auth(c)
+
+
+def json_lines(text):
+    """The JSON-object lines of a stderr text (audit records, metric lines), parsed."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def audit_records(text):
+    return [r for r in json_lines(text) if r.get("audit") == "eks-admin-sync/v1"]
+
+
+def metric_lines(text):
+    return [r for r in json_lines(text) if "_aws" in r]
 
 
 def map_users(cm):
@@ -478,9 +500,32 @@ def map_users(cm):
     return yaml.safe_load(text) or []
 
 
-def owned(cm):
+def record_annotation(deployment="default"):
+    base = "eks-admin-sync/owned-user-arns"
+    return base if deployment == "default" else f"{base}.{deployment}"
+
+
+def record(cm, deployment="default"):
+    """A deployment's ownership record: {"v": 2, "tagKey": ..., "arns": [...]} (None when absent)."""
     ann = (cm.get("metadata") or {}).get("annotations") or {}
-    return json.loads(ann.get("eks-admin-sync/owned-user-arns", "[]"))
+    text = ann.get(record_annotation(deployment))
+    return json.loads(text) if text else None
+
+
+def owned(cm, deployment="default"):
+    r = record(cm, deployment)
+    if r is None:
+        return []
+    return r if isinstance(r, list) else r["arns"]
+
+
+def ours(arn, username, groups=("system:masters",), deployment="default"):
+    """An entry as a deployment writes it: the grant and its mark."""
+    return {"userarn": arn, "username": username, "groups": list(groups), "eks-admin-sync": deployment}
+
+
+def cluster_report(report, name):
+    return next(c for c in report["clusters"] if c["cluster"] == name)
 
 
 def ct_event(name, params, error=None):
