@@ -37,11 +37,20 @@ def load(path):
 
 
 def handled_event_names():
-    """The CloudTrail event names the Rust handler acts on (src/event.rs), the single source of truth."""
-    with open(os.path.join(REPO, "src", "event.rs")) as f:
+    """The CloudTrail event names the Rust handler acts on (src/core/event.rs), the single source of truth."""
+    with open(os.path.join(REPO, "src", "core", "event.rs")) as f:
         src = f.read()
     m = re.search(r"HANDLED_EVENT_NAMES: \[&str; \d+\] =\s*\[([^\]]*)\]", src)
     return sorted(re.findall(r'"([A-Za-z]+)"', m.group(1)))
+
+
+def emitted_metrics():
+    """The namespace and metric names the function's EMF lines carry (src/core/audit.rs)."""
+    with open(os.path.join(REPO, "src", "core", "audit.rs")) as f:
+        src = f.read()
+    namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', src).group(1)
+    m = re.search(r"pub const METRICS: \[&str; \d+\] =\s*\[([^\]]*)\]", src)
+    return namespace, set(re.findall(r'"([A-Za-z]+)"', m.group(1)))
 
 
 def tool_env():
@@ -76,7 +85,18 @@ def test_template_facts():
 
     # Every setting of the function is a parameter.
     env = props["Environment"]["Variables"]
-    assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL"}
+    assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL",
+                        "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS"}
+    # The cluster deadline fits inside the function's timeout, with the function's safety margin.
+    assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]
+
+    # The guard and failure alarms watch metrics the function really emits, for this deployment.
+    namespace, metrics = emitted_metrics()
+    emf_alarms = {k: r["Properties"] for k, r in t["Resources"].items()
+                  if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"]["Namespace"] == namespace}
+    assert {a["MetricName"] for a in emf_alarms.values()} == {"Guarded", "Failed"} <= metrics
+    for a in emf_alarms.values():
+        assert a["Dimensions"] == [{"Name": "Deployment", "Value": {"Ref": "DeploymentId"}}]
 
     # The rule matches exactly the events the handler acts on, here and in the us-east-1 forwarder.
     rule = props["Events"]["IamUserChanges"]["Properties"]["Pattern"]

@@ -9,7 +9,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
-from stack import BINARY, REPO, Stack  # noqa: E402
+from stack import map_users, BINARY, REPO, Stack  # noqa: E402
 
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 step_no = 0
@@ -82,6 +82,12 @@ def main():
         else:
             show(json.dumps(result, indent=2))
         expect(kind == "response" and result["clusters"][0]["added"], "the function added the mapping")
+        audit = result.get("audit", []) if kind == "response" else []
+        if audit:
+            a = audit[0]
+            show(f"audit: {a['action']} {a['principal']} on {a['cluster']}, by {a['trigger']['actor']['arn']} "
+                 f"(CloudTrail event {a['trigger']['eventId']}, from {a['trigger']['sourceIp']})")
+        expect(any(a["trigger"].get("actor") for a in audit), "the audit record names who tagged the user")
 
         step("aws-auth after: the new entry in mapUsers, ownership recorded, mapRoles untouched")
         show_aws_auth(stack)
@@ -100,6 +106,15 @@ def main():
         p = stack.kubectl_as("prod", creds, ["get", "all", "-A"])
         show(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.stdout)
         expect(p.returncode != 0, "refused again: access is gone")
+
+        step("A typo in ADMIN_TAG_KEY: the removal guard refuses to remove anything, and says how to override")
+        stack.iam().tag_user(UserName="new-admin-test", Tags=[{"Key": "eks-cluster-admin", "Value": "true"}])
+        rc, _, err = stack.handle_event("tag-user.json", {"CLUSTER_NAMES": "prod"})
+        expect(rc == 0, "granted again")
+        rc, report, err = stack.handle_event("scheduled.json", {"CLUSTER_NAMES": "prod", "ADMIN_TAG_KEY": "eks-cluster-admn"})
+        show(err.strip().splitlines()[-1][:700])
+        expect(rc != 0 and report["clusters"][0]["status"] == "guarded"
+               and len(map_users(stack.get_aws_auth("prod"))) == 1, "guarded: nothing removed, non-zero exit")
     finally:
         if fn is not None:
             fn.terminate()
