@@ -18,7 +18,7 @@ build:
 	cargo build --locked
 
 release:
-	cargo build --locked --release
+	cargo build --locked --release --bin eks-admin-sync --example hello_lambda
 
 venv:
 	tests/stack/setup-venv.sh

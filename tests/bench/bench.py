@@ -2,19 +2,24 @@
 target/bench.json). Targets are goals for the code, reported as met or not; nothing here is a test.
 
 1. Init: release binary, process start → first GET /runtime/invocation/next on a local Runtime API stub,
-   median of N starts; peak RSS (VmHWM) at that moment.
+   median of N starts, side by side (alternating) with a hello-world Lambda built from the same runtime
+   crate and profile (examples/hello_lambda.rs); peak RSS (VmHWM) at that moment; the function's own
+   init phases (logged at debug level).
 2. One tag event, warm: calls counted at the AWS emulator and in the API server's audit log.
 3. Full reconcile: 10 000 IAM users, 300 tagged, 2 clusters: calls counted (IAM paged as real IAM pages).
 4. Plan on aws-auth with 3 000 mapUsers + 1 000 mapRoles: criterion (parse + plan + render).
 5. Deployment package: the arm64 bootstrap from `sam build`, zipped.
+6. Full reconcile over 8 clusters, one behind a proxy that delays every answer, against 1 cluster.
 """
 
+import asyncio
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -25,6 +30,7 @@ from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
 from stack import REPO, TARGET_DIR, Stack, ct_event  # noqa: E402
 
 RELEASE_BIN = os.path.join(TARGET_DIR, "release", "eks-admin-sync")
+HELLO_BIN = os.path.join(TARGET_DIR, "release", "examples", "hello_lambda")
 STARTS = int(os.environ.get("BENCH_STARTS", "25"))
 results = {}
 
@@ -47,28 +53,49 @@ def vm_hwm_kb(pid):
     return None
 
 
+def start_to_first_poll(rt, binary, env):
+    """(ms from process start to its first poll, peak RSS MB at that moment, the process's output)."""
+    n = len(rt.polls)
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    while len(rt.polls) == n:
+        if p.poll() is not None:
+            raise RuntimeError(f"{binary} exited during init")
+        time.sleep(0.0002)
+    ms = (rt.polls[n] - t0) * 1000
+    rss = vm_hwm_kb(p.pid) / 1024
+    p.kill()
+    out = p.communicate()[0].decode(errors="replace")
+    return ms, rss, out
+
+
 def bench_init():
     rt = RuntimeApi()
     env = {"PATH": os.environ.get("PATH", ""), "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDBENCH",
            "AWS_SECRET_ACCESS_KEY": "bench", "AWS_SESSION_TOKEN": "bench", "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "CLUSTER_NAMES": "prod staging",
            **lambda_env(rt.address)}
-    times, rss = [], []
+    times, rss, hello = [], [], []
     for _ in range(STARTS):
-        n = len(rt.polls)
-        t0 = time.monotonic()
-        p = subprocess.Popen([RELEASE_BIN], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while len(rt.polls) == n:
-            if p.poll() is not None:
-                raise RuntimeError("the function exited during init")
-            time.sleep(0.0002)
-        times.append((rt.polls[n] - t0) * 1000)
-        rss.append(vm_hwm_kb(p.pid) / 1024)
-        p.kill()
-        p.wait()
+        # Alternate, so that both see the same machine load.
+        hello.append(start_to_first_poll(rt, HELLO_BIN, env)[0])
+        ms, mb, _ = start_to_first_poll(rt, RELEASE_BIN, env)
+        times.append(ms)
+        rss.append(mb)
+    phases = []
+    for _ in range(5):
+        _, _, out = start_to_first_poll(rt, RELEASE_BIN, {**env, "LOG_LEVEL": "debug"})
+        for line in out.splitlines():
+            if '"init phases"' in line:
+                phases.append(json.loads(line)["fields"])
     rt.close()
+    phase_medians = {k: statistics.median(p[k] for p in phases) / 1000
+                     for k in ("settings_us", "aws_config_us", "clients_us")} if phases else {}
     results["init"] = {"starts": STARTS, "median_ms": statistics.median(times), "min_ms": min(times),
-                       "max_ms": max(times), "peak_rss_mb_median": statistics.median(rss), "peak_rss_mb_max": max(rss)}
+                       "max_ms": max(times), "peak_rss_mb_median": statistics.median(rss), "peak_rss_mb_max": max(rss),
+                       "hello_median_ms": statistics.median(hello), "hello_min_ms": min(hello),
+                       "ratio": statistics.median(times) / statistics.median(hello),
+                       "phases_ms": {k.replace("_us", ""): v for k, v in phase_medians.items()}}
 
 
 def bench_stack():
@@ -127,6 +154,84 @@ def bench_stack():
         s.stop()
 
 
+class SlowProxy:
+    """A TCP proxy to one API server that holds every chunk of the server's answers for `delay` seconds."""
+
+    def __init__(self, target_port, delay):
+        self.target_port, self.delay = target_port, delay
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+
+        async def pipe(reader, writer, delay):
+            try:
+                while data := await reader.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(cr, cw):
+            sr, sw = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(pipe(cr, sw, 0), pipe(sr, cw, self.delay))
+
+        async def main():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            self.ready.set()
+            await self.server.serve_forever()
+
+        try:
+            self.loop.run_until_complete(main())
+        except (asyncio.CancelledError, RuntimeError):
+            pass
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.server.close)
+
+
+def bench_many_clusters():
+    """Full reconcile wall time: 1 cluster, then 8 clusters of which one answers slowly (concurrent)."""
+    names = [f"c{i}" for i in range(1, 8)] + ["slow"]
+    s = Stack(clusters=names).start()
+    proxy = SlowProxy(s.ports["api-slow"], delay=0.25)
+    try:
+        with open(os.path.join(s.dir, "ca.crt")) as f:
+            s.emu("/_emu/eks/slow", {"endpoint": f"https://127.0.0.1:{proxy.port}", "ca_pem": f.read()})
+        for i in range(20):
+            s.create_user(f"admin{i:02d}", {"eks-cluster-admin": "true"})
+
+        def reconcile(clusters):
+            t0 = time.monotonic()
+            out = subprocess.run([RELEASE_BIN, "handle-event", os.path.join(REPO, "events", "scheduled.json")],
+                                 env=s.function_env({"CLUSTER_NAMES": " ".join(clusters)}), capture_output=True,
+                                 text=True, timeout=300)
+            wall = time.monotonic() - t0
+            assert out.returncode == 0, out.stderr[-2000:]
+            report = json.loads(out.stdout)
+            return wall, {c["cluster"]: c["durationMs"] for c in report["clusters"]}
+
+        one, _ = reconcile(["c1"])
+        s.seed_aws_auth("c1")
+        slow_alone, _ = reconcile(["slow"])
+        s.seed_aws_auth("slow")
+        eight, per_cluster = reconcile(names)
+        results["many_clusters"] = {"one_cluster_s": one, "slow_cluster_alone_s": slow_alone, "eight_clusters_s": eight,
+                                    "proxy_delay_s_per_chunk": 0.25, "clusters": len(names)}
+    finally:
+        proxy.close()
+        s.stop()
+
+
 def bench_plan():
     out = subprocess.run(["cargo", "bench", "--locked", "--bench", "plan", "--", "--noplot"], cwd=REPO,
                          capture_output=True, text=True)
@@ -164,19 +269,24 @@ def main():
     results["machine"] = machine()
     bench_init()
     bench_stack()
+    bench_many_clusters()
     bench_plan()
     bench_package()
-    i, t, f, p, k = (results["init"], results["tag_event_warm"], results["full_reconcile"],
-                     results["plan_big_aws_auth"], results["package"])
+    i, t, f, p, k, m = (results["init"], results["tag_event_warm"], results["full_reconcile"],
+                        results["plan_big_aws_auth"], results["package"], results["many_clusters"])
+    ph = i["phases_ms"]
     api_ok = all(v.count("get") == 1 and len([x for x in v if x in ("patch", "update")]) <= 1 and len(v) <= 2
                  for v in t["api_requests_per_cluster"].values())
     rows = [
         ("Init to first Runtime API poll (median of %d)" % i["starts"], f"{i['median_ms']:.1f} ms (min {i['min_ms']:.1f}, max {i['max_ms']:.1f})", "<= 15 ms", verdict(i["median_ms"] <= 15)),
+        ("Init against a hello-world Lambda (same runtime crate), same run", f"{i['median_ms']:.1f} ms vs {i['hello_median_ms']:.1f} ms ({i['ratio']:.1f}x)", "<= 2x", verdict(i["ratio"] <= 2)),
+        ("Init phases: settings / AWS SDK config / clients", f"{ph.get('settings', 0):.2f} / {ph.get('aws_config', 0):.2f} / {ph.get('clients', 0):.2f} ms", "reported", "-"),
         ("Peak RSS at first poll", f"{i['peak_rss_mb_max']:.1f} MB", "<= 16 MB", verdict(i["peak_rss_mb_max"] <= 16)),
         ("Tag event, warm: IAM reads / DescribeCluster / STS", f"{t['iam_reads']} / {t['describe_cluster']} / {t['sts_calls']}", "1 / 0 / 0", verdict((t["iam_reads"], t["describe_cluster"], t["sts_calls"]) == (1, 0, 0))),
         ("Tag event, warm: API requests per cluster", json.dumps(t["api_requests_per_cluster"]), "1 GET + <= 1 write", verdict(api_ok)),
         ("Full reconcile 10k users/300 tagged/2 clusters: IAM calls", f"{f['iam_calls']} ({f['iam_pages']} pages of 1000)", "<= 12", verdict(f["iam_calls"] <= 12)),
         ("Full reconcile wall time", f"{f['wall_s']:.2f} s", "reported", "-"),
+        ("Full reconcile, 20 admins: 1 cluster / the slow one alone / 8 clusters incl. the slow one", f"{m['one_cluster_s']:.2f} / {m['slow_cluster_alone_s']:.2f} / {m['eight_clusters_s']:.2f} s", "8 ~ slowest alone", verdict(m["eight_clusters_s"] <= m["slow_cluster_alone_s"] + m["one_cluster_s"])),
         ("Parse+plan+render 3000 mapUsers + 1000 mapRoles", f"{p['mean_ms']:.2f} ms (median {p['median_ms']:.2f})", "<= 10 ms", verdict(p["mean_ms"] <= 10)),
         ("Deployment package (%s, zipped)" % k.get("arch", "?"), f"{k['zipped_mb']:.2f} MiB (binary {k['binary_mb']:.2f} MiB)" if "zipped_mb" in k else k["error"], "<= 8 MB", verdict(k.get("zipped_mb", 99) <= 8 and k.get("arch") == "arm64")),
     ]
