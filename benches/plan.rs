@@ -60,6 +60,7 @@ fn big_configmap() -> (ConfigMap, Vec<Grant>) {
             arn: arn(i),
             username: format!("user{i:05}"),
             groups: vec!["system:masters".into()],
+            id: None,
         })
         .collect();
     desired.sort();

@@ -27,6 +27,7 @@ fn alice() -> Grant {
         arn: ALICE.into(),
         username: "alice".into(),
         groups: vec!["system:masters".into()],
+        id: None,
     }
 }
 

@@ -393,6 +393,7 @@ fn arb_desired() -> impl Strategy<Value = Vec<Grant>> {
                 arn: arn(n),
                 username: n.into(),
                 groups: vec!["system:masters".into()],
+                id: None,
             })
             .collect()
     })

@@ -3,7 +3,7 @@
 //!
 //! Audit record schema (`"audit": "eks-admin-sync/v1"`), one per grant, revoke, update, skip and guard:
 //! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard`),
-//! `principal` (ARN), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
+//! `principal` (ARN), `principalId` (the IAM user id, `AIDA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
 //! `reason` (skips, guards, forced revokes), `dryRun`, `applied` (the store was written), `trigger`
 //! (`kind`, `eventName`, `eventId`, `eventTime`, `actor` {`arn`, `type`, `issuerArn`, `invokedBy`},
 //! `sourceIp`).
@@ -35,6 +35,9 @@ pub struct AuditRecord {
     pub store: &'static str,
     pub action: &'static str,
     pub principal: String,
+    /// The IAM user id the grant is bound to (`AIDA…`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +72,7 @@ impl Context<'_> {
             store: self.store,
             action,
             principal: principal.to_string(),
+            principal_id: None,
             username: None,
             username_before: None,
             groups_before: None,
@@ -84,15 +88,30 @@ impl Context<'_> {
 /// One record per change, skip and refused change of a cluster's final plan.
 pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<AuditRecord> {
     let forced = guard.filter(|g| g.forced).map(|g| g.message.clone());
+    let replaced = |arn: &str| {
+        plan.replaced
+            .iter()
+            .find(|r| r.arn == arn)
+            .map(|r| {
+                format!(
+                    "another IAM user now holds this ARN (id {} was granted, id {} holds it now: deleted and \
+                     re-created, or renamed onto the name): the old grant is revoked and the new holder decided afresh",
+                    r.old_id, r.new_id
+                )
+            })
+    };
     let mut out = Vec::new();
     for c in &plan.changes {
         let r = match c {
             Change::Add(g) => AuditRecord {
+                principal_id: g.id.clone(),
                 username: Some(g.username.clone()),
                 groups_after: Some(g.groups.clone()),
+                reason: replaced(&g.arn),
                 ..ctx.record("grant", &g.arn)
             },
             Change::Update { from, to } => AuditRecord {
+                principal_id: to.id.clone(),
                 username: Some(to.username.clone()),
                 username_before: (from.username != to.username).then(|| from.username.clone()),
                 groups_before: Some(from.groups.clone()),
@@ -100,9 +119,10 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
                 ..ctx.record("update", &to.arn)
             },
             Change::Remove(g) => AuditRecord {
+                principal_id: g.id.clone(),
                 username: Some(g.username.clone()),
                 groups_before: Some(g.groups.clone()),
-                reason: forced.clone(),
+                reason: replaced(&g.arn).or_else(|| forced.clone()),
                 ..ctx.record("revoke", &g.arn)
             },
         };
@@ -116,6 +136,7 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
     } in &plan.skipped
     {
         out.push(AuditRecord {
+            principal_id: current.as_ref().and_then(|g| g.id.clone()),
             username: current.as_ref().map(|g| g.username.clone()),
             groups_before: current.as_ref().map(|g| g.groups.clone()),
             groups_after: current.as_ref().map(|g| g.groups.clone()),
@@ -129,9 +150,11 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
             arn,
             username,
             groups,
+            id,
         } in &g.refused
         {
             out.push(AuditRecord {
+                principal_id: id.clone(),
                 username: Some(username.clone()),
                 groups_before: Some(groups.clone()),
                 groups_after: Some(groups.clone()),
@@ -220,6 +243,7 @@ mod tests {
             arn: format!("arn:aws:iam::123456789012:user/{n}"),
             username: n.into(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
+            id: None,
         }
     }
 

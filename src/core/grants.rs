@@ -36,6 +36,10 @@ pub struct Grant {
     pub arn: String,
     pub username: String,
     pub groups: Vec<String>,
+    /// IAM's unique id of the principal (`AIDA…`), when known: a grant is bound to the principal, not
+    /// only to its ARN (a user deleted and re-created, or renamed onto the name, gets a new id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The grants for one cluster, plus why some tagged users were left out.
@@ -190,6 +194,7 @@ pub fn desired_for_cluster(users: &[IamUser], settings: &Settings, cluster: &str
             arn: u.arn.clone(),
             username: render_username(&settings.username_template, &u.name, account),
             groups: settings.groups.clone(),
+            id: u.id.clone(),
         });
     }
     out.grants.sort();

@@ -179,6 +179,7 @@ mod tests {
             arn: arn(n),
             username: format!("u{n:02}"),
             groups: vec!["system:masters".into()],
+            id: None,
         }
     }
     /// `owned` of our entries on the cluster; `desired` of them still granted, plus one new grant.
@@ -189,6 +190,7 @@ mod tests {
                     arn: Some(arn(n)),
                     username: Some(format!("u{n:02}")),
                     groups: vec!["system:masters".into()],
+                    id: None,
                     owner: Owner::Us { marked: true },
                 })
                 .collect(),

@@ -26,6 +26,8 @@ pub struct CurrentEntry {
     pub arn: Option<String>,
     pub username: Option<String>,
     pub groups: Vec<String>,
+    /// The IAM user id the entry was granted to, when the store recorded one.
+    pub id: Option<String>,
     pub owner: Owner,
 }
 
@@ -123,8 +125,19 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     /// The principals owned after the plan is applied (exact ARNs, sorted by key).
     pub owned_after: Vec<String>,
+    /// Principals whose ARN is now held by another IAM user than the one granted (deleted and
+    /// re-created, or renamed onto): their entry is revoked and the new holder decided afresh.
+    pub replaced: Vec<Replaced>,
     /// Write nothing at all on this cluster (set by the guard).
     pub hold: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replaced {
+    pub arn: String,
+    pub old_id: String,
+    pub new_id: String,
 }
 
 impl Plan {
@@ -141,15 +154,18 @@ fn grant_of(e: &CurrentEntry, arn: &str) -> Grant {
         arn: arn.to_string(),
         username: e.username.clone().unwrap_or_default(),
         groups: e.groups.clone(),
+        id: e.id.clone(),
     }
 }
 
-/// Whether `e` is exactly `g` and carries our mark (ARN spelling included: we write what IAM says).
+/// Whether `e` is exactly `g` and carries our mark (ARN spelling included: we write what IAM says; the
+/// user id once IAM told it).
 fn is_exactly(e: &CurrentEntry, g: &Grant) -> bool {
     e.owner == Owner::Us { marked: true }
         && e.arn.as_deref() == Some(g.arn.as_str())
         && e.username.as_deref().unwrap_or_default() == g.username
         && e.groups == g.groups
+        && (g.id.is_none() || e.id == g.id)
 }
 
 const UNCLEAR: &str = "the ownership record names this principal but its entry lacks this deployment's \
@@ -200,7 +216,22 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
             }
             Some((one, 1)) => match one.owner {
                 Owner::Us { .. } => {
-                    if is_exactly(one, want) {
+                    if let (Some(old), Some(new)) = (&one.id, &want.id)
+                        && old != new
+                    {
+                        // Another IAM user now holds the ARN: the old grant goes, the new holder (tagged,
+                        // or it would not be desired) is granted afresh.
+                        p.changes.push(Change::Remove(grant_of(
+                            one,
+                            one.arn.as_deref().unwrap_or_default(),
+                        )));
+                        p.changes.push(Change::Add((*want).clone()));
+                        p.replaced.push(Replaced {
+                            arn: want.arn.clone(),
+                            old_id: old.clone(),
+                            new_id: new.clone(),
+                        });
+                    } else if is_exactly(one, want) {
                         p.unchanged.push(want.arn.clone());
                     } else {
                         p.changes.push(Change::Update {
@@ -303,6 +334,7 @@ mod tests {
             arn: arn.into(),
             username: user.into(),
             groups: vec!["system:masters".into()],
+            id: None,
         }
     }
     fn e(arn: &str, user: &str, groups: &[&str], owner: Owner) -> CurrentEntry {
@@ -311,6 +343,7 @@ mod tests {
             username: Some(user.into()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             owner,
+            id: None,
         }
     }
     fn s(v: &[&str]) -> Vec<String> {
@@ -384,6 +417,7 @@ mod tests {
                         arn: A.into(),
                         username: "alice".into(),
                         groups: s(&["viewers"]),
+                        id: None,
                     },
                     to: g(A, "alice"),
                 }],
@@ -561,6 +595,66 @@ mod tests {
             assert_eq!(p.owned_after, c.owned_after, "{}", c.name);
             assert!(!p.hold);
         }
+    }
+
+    #[test]
+    fn grants_are_bound_to_the_user_id() {
+        let with_id = |id: Option<&str>| Grant {
+            id: id.map(str::to_string),
+            ..g(A, "alice")
+        };
+        let entry = |id: Option<&str>| CurrentEntry {
+            id: id.map(str::to_string),
+            ..e(A, "alice", MASTERS, OURS)
+        };
+        // Another IAM user holds the ARN now: the old grant is revoked, the new holder granted afresh.
+        let p = plan(
+            &state(vec![entry(Some("AIDAOLD"))], &[A]),
+            &[with_id(Some("AIDANEW"))],
+            &Scope::All,
+        );
+        assert_eq!(
+            p.changes,
+            vec![
+                Change::Remove(with_id(Some("AIDAOLD"))),
+                Change::Add(with_id(Some("AIDANEW")))
+            ]
+        );
+        assert_eq!(
+            p.replaced,
+            vec![Replaced {
+                arn: A.into(),
+                old_id: "AIDAOLD".into(),
+                new_id: "AIDANEW".into()
+            }]
+        );
+        assert_eq!(p.owned_after, s(&[A]));
+        // The same user: unchanged. An entry from before ids were recorded: rewritten with the id.
+        let p = plan(
+            &state(vec![entry(Some("AIDAOLD"))], &[A]),
+            &[with_id(Some("AIDAOLD"))],
+            &Scope::All,
+        );
+        assert!(p.changes.is_empty() && p.replaced.is_empty());
+        let p = plan(
+            &state(vec![entry(None)], &[A]),
+            &[with_id(Some("AIDANEW"))],
+            &Scope::All,
+        );
+        assert_eq!(
+            p.changes,
+            vec![Change::Update {
+                from: with_id(None),
+                to: with_id(Some("AIDANEW"))
+            }]
+        );
+        // IAM did not say: the recorded id is kept, nothing to do.
+        let p = plan(
+            &state(vec![entry(Some("AIDAOLD"))], &[A]),
+            &[with_id(None)],
+            &Scope::All,
+        );
+        assert!(p.changes.is_empty());
     }
 
     proptest::proptest! {

@@ -539,6 +539,7 @@ mod tests {
             arn: Some(g.arn.clone()),
             username: Some(g.username.clone()),
             groups: g.groups.clone(),
+            id: None,
             owner: Owner::Us { marked: true },
         }
     }
@@ -591,6 +592,7 @@ mod tests {
                         arn: format!("arn:aws:iam::123456789012:user/{n}"),
                         username: (*n).into(),
                         groups: vec!["system:masters".into()],
+                        id: None,
                     })
                 })
                 .collect(),

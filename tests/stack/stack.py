@@ -524,6 +524,12 @@ def ours(arn, username, groups=("system:masters",), deployment="default"):
     return {"userarn": arn, "username": username, "groups": list(groups), "eks-admin-sync": deployment}
 
 
+def no_ids(users):
+    """Entries without the user id the function records (each IAM user's is unique and random here)."""
+    return [{k: v for k, v in u.items() if k != "eks-admin-sync-user-id"} if isinstance(u, dict) else u
+            for u in users]
+
+
 def cluster_report(report, name):
     return next(c for c in report["clusters"] if c["cluster"] == name)
 

@@ -33,6 +33,8 @@ pub const NAME: &str = "aws-auth";
 pub const OWNED_ANNOTATION: &str = "eks-admin-sync/owned-user-arns";
 /// The field that marks an entry as one deployment's: its value is the `DEPLOYMENT_ID`.
 pub const MARK_FIELD: &str = "eks-admin-sync";
+/// The field holding the IAM user id an entry was granted to (EKS ignores it; it matches by ARN).
+pub const ID_FIELD: &str = "eks-admin-sync-user-id";
 pub const MAP_USERS: &str = "mapUsers";
 const LIST_KEYS: [&str; 3] = ["mapUsers", "mapRoles", "mapAccounts"];
 /// The API server's limit on a ConfigMap's data (data + binaryData).
@@ -270,10 +272,12 @@ struct Read {
 fn entry_of_value(v: &Value) -> Read {
     let obj = v.as_object();
     let get = |name: &str| obj.and_then(|o| field(o, name));
-    let mark = get(MARK_FIELD).map(|m| match m {
+    let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    });
+    };
+    let mark = get(MARK_FIELD).map(text);
+    let id = get(ID_FIELD).map(text);
     let entry = CurrentEntry {
         arn: get("userarn")
             .and_then(Value::as_str)
@@ -289,6 +293,7 @@ fn entry_of_value(v: &Value) -> Read {
                     .collect()
             })
             .unwrap_or_default(),
+        id,
         owner: Owner::Foreign,
     };
     Read { entry, mark }
@@ -297,10 +302,12 @@ fn entry_of_value(v: &Value) -> Read {
 /// How the planner sees an entry read by the fast reader (the same as [`entry_of_value`] of its value).
 fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
     use fastyaml::Node;
-    let mark = item.field(MARK_FIELD).map(|n| match n {
+    let text = |n: &Node| match n {
         Node::Str(s) => (*s).to_string(),
         other => other.to_value().to_string(),
-    });
+    };
+    let mark = item.field(MARK_FIELD).map(text);
+    let id = item.field(ID_FIELD).map(text);
     let entry = CurrentEntry {
         arn: match item.field("userarn") {
             Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
@@ -314,6 +321,7 @@ fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
             Some(Node::List(l)) => l.iter().map(|s| (*s).to_string()).collect(),
             _ => Vec::new(),
         },
+        id,
         owner: Owner::Foreign,
     };
     Read { entry, mark }
@@ -412,7 +420,11 @@ impl AwsAuth {
     }
 
     fn canonical(&self, g: &Grant) -> Value {
-        json!({"userarn": g.arn, "username": g.username, "groups": g.groups, MARK_FIELD: self.me.id})
+        let mut v = json!({"userarn": g.arn, "username": g.username, "groups": g.groups, MARK_FIELD: self.me.id});
+        if let Some(id) = &g.id {
+            v[ID_FIELD] = json!(id);
+        }
+        v
     }
 
     /// What `plan` does to each existing entry, and the mappings it adds (in the plan's order: by key).
@@ -627,6 +639,7 @@ mod tests {
             arn: ALICE.into(),
             username: "alice".into(),
             groups: vec!["system:masters".into()],
+            id: None,
         }
     }
 
@@ -768,6 +781,7 @@ mod tests {
             arn: "arn:aws:iam::123456789012:user/carol".into(),
             username: "carol".into(),
             groups: vec!["system:masters".into()],
+            id: None,
         };
         let p = plan(doc.state(), &[alice(), carol], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
@@ -935,6 +949,40 @@ mod tests {
         );
     }
 
+    /// The user id is written with the grant and read back; a replaced principal's entry is rewritten.
+    #[test]
+    fn user_id_round_trip() {
+        let c = cm(&[("mapRoles", NODE_ROLES)], None);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        let g = Grant {
+            id: Some("AIDAOLD".into()),
+            ..alice()
+        };
+        let p = plan(doc.state(), std::slice::from_ref(&g), &Scope::All);
+        let u = doc.render(c.data.as_ref(), &p).unwrap();
+        let text = u.map_users.clone().unwrap();
+        assert!(
+            text.ends_with("  eks-admin-sync: default\n  eks-admin-sync-user-id: AIDAOLD\n"),
+            "{text}"
+        );
+        let after = updated(Some(&c), &u, OWNED_ANNOTATION);
+        let doc = AwsAuth::parse(Some(&after), &me()).unwrap();
+        assert_eq!(doc.current()[0].id.as_deref(), Some("AIDAOLD"));
+        let new = Grant {
+            id: Some("AIDANEW".into()),
+            ..alice()
+        };
+        let p = plan(doc.state(), &[new], &Scope::All);
+        assert_eq!(p.replaced.len(), 1);
+        let text = doc
+            .render(after.data.as_ref(), &p)
+            .unwrap()
+            .map_users
+            .unwrap();
+        assert_eq!(text.matches("userarn").count(), 1, "{text}");
+        assert!(text.contains("eks-admin-sync-user-id: AIDANEW") && !text.contains("AIDAOLD"));
+    }
+
     /// IAM user names may hold `@`, `.`, `+`, `=`, `,`: such entries still take the splice.
     #[test]
     fn at_signs_keep_the_splice() {
@@ -946,6 +994,7 @@ mod tests {
             arn: "arn:aws:iam::123456789012:user/a.b+c=d,e@f".into(),
             username: "a.b+c=d,e@f".into(),
             groups: vec!["system:masters".into()],
+            id: None,
         };
         let p = plan(doc.state(), &[g], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
