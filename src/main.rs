@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use eks_admin_sync::adapters::aws::{DIRECTORY_TTL, Directory, Eks, Iam};
+use eks_admin_sync::adapters::aws::{AwsTrust, DIRECTORY_TTL, Directory, Eks, Iam};
 use eks_admin_sync::adapters::cli;
 use eks_admin_sync::adapters::kube::KubeClients;
 use eks_admin_sync::adapters::token::{Signer, StsTarget, exec_credential};
@@ -72,9 +72,12 @@ struct Aws {
 }
 
 async fn load_aws() -> anyhow::Result<Aws> {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let trust = AwsTrust::from_env(|k| std::env::var_os(k));
+    if let Some(client) = trust.https_client().map_err(anyhow::Error::msg)? {
+        loader = loader.http_client(client);
+    }
+    let conf = loader.load().await;
     let region = conf
         .region()
         .map(|r| r.to_string())
@@ -131,34 +134,7 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// System CA bundles, by distribution: Amazon Linux 2023 (the Lambda runtime), Debian/Ubuntu, Alpine.
-const CA_BUNDLES: [&str; 3] = [
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/cert.pem",
-];
-
-/// The AWS SDK's HTTPS client loads the platform's root certificates at start-up, and without
-/// `SSL_CERT_FILE` / `SSL_CERT_DIR` it reads the bundle file *and* every file of the certificate
-/// directory (on Debian 145 more files, the same roots again): 3 of the 4 ms the SDK configuration took
-/// (`make bench`). Pointing `SSL_CERT_FILE` at the system bundle loads the same roots once. A user who set
-/// either variable keeps their choice.
-fn prefer_the_system_ca_bundle() {
-    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
-        return;
-    }
-    if let Some(bundle) = CA_BUNDLES
-        .iter()
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0))
-    {
-        // SAFETY: called first thing in `main`, before the async runtime or any other thread exists, so
-        // nothing can read or write the environment concurrently.
-        unsafe { std::env::set_var("SSL_CERT_FILE", bundle) };
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    prefer_the_system_ca_bundle();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

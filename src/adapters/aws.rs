@@ -16,6 +16,51 @@ pub const IAM_PAGE_SIZE: i32 = 1000;
 /// A safety stop for a paginator that never ends (1000 pages of 1000 users is over IAM's user quota).
 const MAX_PAGES: usize = 1000;
 
+/// The roots of Amazon Trust Services (Amazon Root CA 1-4 and Starfield Services Root CA G2), which every
+/// AWS service endpoint's certificate chains to.
+const AMAZON_TRUST_SERVICES: &str = include_str!("certs/amazon-trust-services.pem");
+
+/// Which certificates the AWS SDK's HTTPS client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsTrust {
+    /// Only Amazon Trust Services' roots: the function talks to AWS endpoints (IAM, EKS) and nothing else
+    /// through the SDK, and five roots load in a fraction of the time the system's ~140 take.
+    AmazonRoots,
+    /// The platform's store, as `SSL_CERT_FILE` / `SSL_CERT_DIR` say (for a TLS-inspecting proxy).
+    System,
+}
+
+impl AwsTrust {
+    /// `System` when the operator pointed `SSL_CERT_FILE` or `SSL_CERT_DIR` somewhere, else `AmazonRoots`.
+    pub fn from_env(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Self {
+        if get("SSL_CERT_FILE").is_some() || get("SSL_CERT_DIR").is_some() {
+            AwsTrust::System
+        } else {
+            AwsTrust::AmazonRoots
+        }
+    }
+
+    /// The HTTPS client for the SDK; `None` means the SDK's default (the platform's store).
+    pub fn https_client(
+        self,
+    ) -> Result<Option<aws_smithy_runtime_api::client::http::SharedHttpClient>, String> {
+        use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider};
+        if self == AwsTrust::System {
+            return Ok(None);
+        }
+        let context = TlsContext::builder()
+            .with_trust_store(TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Some(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::rustls(rustls_provider::CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https(),
+        ))
+    }
+}
+
 /// How long a DescribeCluster answer is trusted (it is also dropped on connection, TLS or not-found errors).
 pub const DIRECTORY_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -250,6 +295,26 @@ pub fn ca_bundle_der(data: &str) -> Result<Vec<Vec<u8>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amazon_roots_are_five_pem_certificates() {
+        let n = AMAZON_TRUST_SERVICES
+            .matches("-----BEGIN CERTIFICATE-----")
+            .count();
+        assert_eq!(n, 5);
+        assert_eq!(
+            ca_bundle_der(&STANDARD.encode(AMAZON_TRUST_SERVICES))
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(AwsTrust::AmazonRoots.https_client().unwrap().is_some());
+        assert!(AwsTrust::System.https_client().unwrap().is_none());
+        let env = |set: &'static str| move |k: &str| (k == set).then(|| "x".into());
+        assert_eq!(AwsTrust::from_env(env("SSL_CERT_FILE")), AwsTrust::System);
+        assert_eq!(AwsTrust::from_env(env("SSL_CERT_DIR")), AwsTrust::System);
+        assert_eq!(AwsTrust::from_env(env("OTHER")), AwsTrust::AmazonRoots);
+    }
 
     #[test]
     fn ca_bundles() {

@@ -31,6 +31,8 @@ from stack import REPO, TARGET_DIR, Stack, ct_event  # noqa: E402
 
 RELEASE_BIN = os.path.join(TARGET_DIR, "release", "eks-admin-sync")
 HELLO_BIN = os.path.join(TARGET_DIR, "release", "examples", "hello_lambda")
+SYSTEM_BUNDLE = next((p for p in ("/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs/ca-certificates.crt")
+                      if os.path.exists(p)), "/etc/ssl/certs/ca-certificates.crt")
 STARTS = int(os.environ.get("BENCH_STARTS", "25"))
 results = {}
 
@@ -130,6 +132,30 @@ def bench_stack():
             p.terminate()
             p.wait()
             rt.close()
+
+        # The first event of a fresh process (cold caches: DescribeCluster, token, TLS set-up), with the
+        # Amazon roots (default) and with the system store (SSL_CERT_FILE set): init savings must not
+        # reappear here.
+        first = {}
+        for label, extra in [("amazon_roots", {}), ("system_store", {"SSL_CERT_FILE": SYSTEM_BUNDLE})]:
+            samples = []
+            for _ in range(5):
+                rt = RuntimeApi()
+                p = subprocess.Popen([RELEASE_BIN], env=s.function_env({**lambda_env(rt.address), **extra}),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    while not rt.polls:
+                        time.sleep(0.0005)
+                    t0 = time.monotonic()
+                    kind, _ = rt.invoke(ev)
+                    samples.append((time.monotonic() - t0) * 1000)
+                    assert kind == "response"
+                finally:
+                    p.terminate()
+                    p.wait()
+                    rt.close()
+            first[label] = statistics.median(samples)
+        results["first_event"] = first
 
         # Full reconcile at scale.
         t0 = time.monotonic()
@@ -281,6 +307,7 @@ def main():
         ("Init to first Runtime API poll (median of %d)" % i["starts"], f"{i['median_ms']:.1f} ms (min {i['min_ms']:.1f}, max {i['max_ms']:.1f})", "<= 15 ms", verdict(i["median_ms"] <= 15)),
         ("Init against a hello-world Lambda (same runtime crate), same run", f"{i['median_ms']:.1f} ms vs {i['hello_median_ms']:.1f} ms ({i['ratio']:.1f}x)", "<= 2x", verdict(i["ratio"] <= 2)),
         ("Init phases: settings / AWS SDK config / clients", f"{ph.get('settings', 0):.2f} / {ph.get('aws_config', 0):.2f} / {ph.get('clients', 0):.2f} ms", "reported", "-"),
+        ("First event of a fresh process: Amazon roots / system store", f"{results['first_event']['amazon_roots']:.1f} / {results['first_event']['system_store']:.1f} ms", "not slower", verdict(results['first_event']['amazon_roots'] <= results['first_event']['system_store'] * 1.1)),
         ("Peak RSS at first poll", f"{i['peak_rss_mb_max']:.1f} MB", "<= 16 MB", verdict(i["peak_rss_mb_max"] <= 16)),
         ("Tag event, warm: IAM reads / DescribeCluster / STS", f"{t['iam_reads']} / {t['describe_cluster']} / {t['sts_calls']}", "1 / 0 / 0", verdict((t["iam_reads"], t["describe_cluster"], t["sts_calls"]) == (1, 0, 0))),
         ("Tag event, warm: API requests per cluster", json.dumps(t["api_requests_per_cluster"]), "1 GET + <= 1 write", verdict(api_ok)),

@@ -330,12 +330,12 @@ fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
 /// Whose an entry is: our mark → ours; another mark → someone else's (a person who took it over, or another
 /// deployment); no mark → ours if the first version's record names it, unclear if our record names it,
 /// foreign otherwise.
-fn owner_of(read: &Read, record: &Record, deployment: &str) -> Owner {
+fn owner_of(read: &Read, record: &Record, recorded: &HashSet<ArnKey>, deployment: &str) -> Owner {
     match (&read.mark, &read.entry.arn) {
         (Some(m), _) if m == deployment => Owner::Us { marked: true },
         (Some(_), _) | (None, None) => Owner::Foreign,
         (None, Some(arn)) => {
-            if !record.arns.iter().any(|a| ArnKey(a) == ArnKey(arn)) {
+            if !recorded.contains(&ArnKey(arn)) {
                 Owner::Foreign
             } else if record.legacy {
                 Owner::Us { marked: false }
@@ -390,10 +390,12 @@ impl AwsAuth {
             None => Record::default(),
             Some(text) => parse_record(&annotation, text)?,
         };
+        // Looked up once per unmarked entry: a set, not a scan of the record (3000 entries: 0.2 ms, not 300).
+        let recorded: HashSet<ArnKey> = record.arns.iter().map(|a| ArnKey(a)).collect();
         let entries = entries
             .into_iter()
             .map(|r: Read| CurrentEntry {
-                owner: owner_of(&r, &record, &me.id),
+                owner: owner_of(&r, &record, &recorded, &me.id),
                 ..r.entry
             })
             .collect();
