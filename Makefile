@@ -10,7 +10,7 @@ export EKS_SYNC_CACHE := $(CACHE)
 # cargo-lambda finds zig through `python -m ziglang`: the deploy venv must come first on PATH for sam build.
 DEPLOY_PATH := $(DEPLOY_VENV)/bin:$(PATH)
 
-.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test package demo bench lint fmt clean-cache
+.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test policy-test package demo bench lint fmt clean-cache
 
 all: build
 
@@ -41,8 +41,14 @@ e2e: deps build
 deploy-test: deploy-venv venv
 	PATH="$(DEPLOY_PATH)" $(DEPLOY_PY) -m pytest -q -s tests/deploy
 
-# Unit, property and scripted-API tests, the end-to-end suite on the local stack, the deployment checks.
-test: unit e2e deploy-test
+# The IAM policies: every attack of the threat table evaluated with an IAM policy simulator (npm), the
+# policies linted (parliament) and checked against the template.
+policy-test: venv
+	cd tests/policies && npm ci --no-audit --no-fund --loglevel=error && node --test
+	$(PY) -m pytest -q tests/policies
+
+# Unit, property and scripted-API tests, the end-to-end suite on the local stack, the policies, the deployment checks.
+test: unit e2e policy-test deploy-test
 
 demo: deps build
 	$(PY) tests/stack/demo.py

@@ -127,6 +127,32 @@ def test_template_facts():
     assert t["Outputs"]["FunctionRoleArn"]["Value"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
 
 
+def test_function_role_queue_and_names_are_locked_down():
+    """Issue 11: the role trusts only Lambda for this function; the dead letters are private; names are the
+    ones infra/policies protect."""
+    t = load(TEMPLATES[0])
+    res = t["Resources"]
+    fn, role, queue = res["Function"]["Properties"], res["FunctionRole"]["Properties"], res["DeadLetterQueue"]["Properties"]
+    assert fn["FunctionName"] == {"Ref": "AWS::StackName"}
+    assert role["RoleName"] == {"Fn::Sub": "${AWS::StackName}-function"}
+    assert queue["QueueName"] == {"Fn::Sub": "${AWS::StackName}-dead-letters"} and queue["SqsManagedSseEnabled"] is True
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert trust["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}"}
+    qp = res["DeadLetterQueuePolicy"]["Properties"]
+    assert qp["Queues"] == [{"Ref": "DeadLetterQueue"}]
+    stmts = {st["Sid"]: st for st in qp["PolicyDocument"]["Statement"]}
+    assert all(st["Effect"] == "Deny" and st["Principal"] == "*" for st in stmts.values())
+    assert stmts["OnlyTheFunctionSends"]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == {
+        "Fn::GetAtt": ["FunctionRole", "Arn"]}
+    assert "sqs:ReceiveMessage" in stmts["OnlyThePlatformReads"]["Action"]
+    assert stmts["OnlyThePlatformReads"]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == {
+        "Ref": "PlatformPrincipalArns"}
+    assert stmts["TlsOnly"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
 def test_sam_build_produces_arm64_bootstrap():
     if os.environ.get("SKIP_SAM_BUILD") == "1":
         pytest.skip("SKIP_SAM_BUILD=1")
@@ -201,7 +227,7 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     cfn = aws("cloudformation")
     cfn.create_stack(StackName="eks-admin-sync", TemplateBody=json.dumps(cfn_template),
                      Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-                     Capabilities=["CAPABILITY_IAM"])
+                     Capabilities=["CAPABILITY_NAMED_IAM"])
     stack = cfn.describe_stacks(StackName="eks-admin-sync")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}

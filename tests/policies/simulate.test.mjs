@@ -1,0 +1,203 @@
+// Every attack on the grant path from issue 11, evaluated offline against the shipped policies with an IAM
+// policy evaluator (@cloud-copilot/iam-simulate: identity policies, SCPs, permissions boundaries, resource
+// and trust policies, all condition operators). Each attack must be denied; the platform principals and the
+// deployer must still be able to do their jobs. Run: `npm ci && node --test` here (make test does).
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { runSimulation } from '@cloud-copilot/iam-simulate'
+import { parse as parseYaml } from './cfn-yaml.mjs'
+
+const repo = new URL('../../', import.meta.url)
+const load = (p) => JSON.parse(readFileSync(new URL(p, repo), 'utf8'))
+
+const ACCOUNT = '111122223333'
+const TAG = 'eks-cluster-admin'
+const PLATFORM = `arn:aws:iam::${ACCOUNT}:role/PlatformTeamAdmin`
+const PLATFORM_SSO = `arn:aws:iam::${ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_PlatformTeam_0123456789abcdef`
+const DEPLOYER = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-deployer`
+// An administrator of the member account (AdministratorAccess), and one delegated with the boundary.
+const ACCOUNT_ADMIN = `arn:aws:iam::${ACCOUNT}:role/AccountAdmin`
+const DELEGATED = `arn:aws:iam::${ACCOUNT}:role/DelegatedIamAdmin`
+// A member-account admin's look-alike of the platform role: same name, other account; or a new role whose
+// name merely starts like it.
+const LOOKALIKES = [
+  `arn:aws:iam::444455556666:role/PlatformTeamAdmin`,
+  `arn:aws:iam::${ACCOUNT}:role/PlatformTeamAdmin2`,
+  `arn:aws:iam::${ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_PlatformTeam_ffffffffffffffff`
+]
+
+const BOUNDARY_ARN = `arn:aws:iam::${ACCOUNT}:policy/eks-admin-sync-boundary`
+const FUNCTION = `arn:aws:lambda:us-east-1:${ACCOUNT}:function:eks-admin-sync`
+const FUNCTION_ROLE = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-function`
+const RULE = `arn:aws:events:us-east-1:${ACCOUNT}:rule/eks-admin-sync-FunctionIamUserChanges-1A2B3C`
+const QUEUE = `arn:aws:sqs:us-east-1:${ACCOUNT}:eks-admin-sync-dead-letters`
+const ALICE = `arn:aws:iam::${ACCOUNT}:user/alice` // carries the tag
+const BOB = `arn:aws:iam::${ACCOUNT}:user/bob` // does not
+
+const adminAccess = { name: 'AdministratorAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
+const fullAccessScp = { name: 'FullAWSAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
+const scps = [
+  { orgIdentifier: 'r-root', policies: [fullAccessScp] },
+  {
+    orgIdentifier: ACCOUNT,
+    policies: [
+      fullAccessScp,
+      { name: 'protect-admin-tag', policy: load('infra/policies/scp-protect-admin-tag.json') },
+      { name: 'protect-function', policy: load('infra/policies/scp-protect-function.json') }
+    ]
+  }
+]
+const boundary = [{ name: 'eks-admin-sync-boundary', policy: load('infra/policies/permission-boundary.json') }]
+
+async function decide({ principal, action, resource, context = {}, withBoundary = false, resourcePolicy }) {
+  const simulation = {
+    request: {
+      principal,
+      action,
+      resource: { resource, accountId: ACCOUNT },
+      contextVariables: { 'aws:PrincipalArn': principal, 'aws:PrincipalAccount': principal.split(':')[4] ?? ACCOUNT, ...context }
+    },
+    identityPolicies: principal.includes(':role/') || principal.includes(':user/') ? [adminAccess] : [],
+    serviceControlPolicies: principal.includes(':role/') || principal.includes(':user/') ? scps : [],
+    resourceControlPolicies: [],
+    permissionBoundaryPolicies: withBoundary ? boundary : undefined,
+    resourcePolicy
+  }
+  const r = await runSimulation(simulation, {})
+  if (r.resultType === 'error') throw new Error(`${action} on ${resource}: ${JSON.stringify(r.errors)}`)
+  return r.overallResult
+}
+
+// The attacks of issue 11, each as (what, request). Each runs as the account admin (the SCPs must stop it)
+// and as a delegated admin with the boundary (the boundary must stop it too).
+const tagKey = { 'aws:TagKeys': [TAG], [`aws:RequestTag/${TAG}`]: 'true' }
+const tagged = { [`iam:ResourceTag/${TAG}`]: 'true' }
+const attacks = [
+  ['set the admin tag on a user', { action: 'iam:TagUser', resource: BOB, context: tagKey }],
+  ['remove the admin tag from a user', { action: 'iam:UntagUser', resource: ALICE, context: { 'aws:TagKeys': [TAG] } }],
+  ['create a user already tagged', { action: 'iam:CreateUser', resource: BOB, context: { ...tagKey, 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  ['tag a role (a future admin source)', { action: 'iam:TagRole', resource: `arn:aws:iam::${ACCOUNT}:role/x`, context: tagKey }],
+  ['tag key in another case', { action: 'iam:TagUser', resource: BOB, context: { 'aws:TagKeys': ['EKS-Cluster-Admin'] } }],
+  ['replace the boundary with a looser policy', { action: 'iam:PutUserPermissionsBoundary', resource: BOB, context: { 'iam:PermissionsBoundary': `arn:aws:iam::${ACCOUNT}:policy/Looser` } }],
+  ['replace a role boundary with a looser policy', { action: 'iam:PutRolePermissionsBoundary', resource: `arn:aws:iam::${ACCOUNT}:role/x`, context: { 'iam:PermissionsBoundary': `arn:aws:iam::${ACCOUNT}:policy/Looser` } }],
+  ['remove a user boundary', { action: 'iam:DeleteUserPermissionsBoundary', resource: BOB }],
+  ['remove a role boundary', { action: 'iam:DeleteRolePermissionsBoundary', resource: `arn:aws:iam::${ACCOUNT}:role/x` }],
+  ['edit the boundary (new version)', { action: 'iam:CreatePolicyVersion', resource: BOUNDARY_ARN }],
+  ['edit the boundary (set default version)', { action: 'iam:SetDefaultPolicyVersion', resource: BOUNDARY_ARN }],
+  ['create a user without the boundary', { action: 'iam:CreateUser', resource: `arn:aws:iam::${ACCOUNT}:user/mallory` }],
+  ['create a role without the boundary', { action: 'iam:CreateRole', resource: `arn:aws:iam::${ACCOUNT}:role/mallory` }],
+  ['access key for a tagged user', { action: 'iam:CreateAccessKey', resource: ALICE, context: tagged }],
+  ['console password for a tagged user', { action: 'iam:CreateLoginProfile', resource: ALICE, context: tagged }],
+  ['reset a tagged user\'s password', { action: 'iam:UpdateLoginProfile', resource: ALICE, context: tagged }],
+  ['deactivate a tagged user\'s MFA', { action: 'iam:DeactivateMFADevice', resource: ALICE, context: tagged }],
+  ['attach a policy to a tagged user', { action: 'iam:AttachUserPolicy', resource: ALICE, context: tagged }],
+  ['inline policy on a tagged user', { action: 'iam:PutUserPolicy', resource: ALICE, context: tagged }],
+  ['SSH key / signing certificate for a tagged user', { action: 'iam:UploadSSHPublicKey', resource: ALICE, context: tagged }],
+  ['rename a tagged user away (rename swap)', { action: 'iam:UpdateUser', resource: ALICE, context: tagged }],
+  ['delete a tagged user (then re-create the name)', { action: 'iam:DeleteUser', resource: ALICE, context: tagged }],
+  ['take over a tagged role\'s trust', { action: 'iam:UpdateAssumeRolePolicy', resource: `arn:aws:iam::${ACCOUNT}:role/tagged`, context: tagged }],
+  ['change the function\'s code', { action: 'lambda:UpdateFunctionCode', resource: FUNCTION }],
+  ['change the function\'s configuration (ADMIN_TAG_KEY, DRY_RUN)', { action: 'lambda:UpdateFunctionConfiguration', resource: FUNCTION }],
+  ['let someone else invoke the function', { action: 'lambda:AddPermission', resource: FUNCTION }],
+  ['send the function a manual payload (force)', { action: 'lambda:InvokeFunction', resource: FUNCTION }],
+  ['pass the function\'s role to another function', { action: 'iam:PassRole', resource: FUNCTION_ROLE }],
+  ['widen the function\'s role', { action: 'iam:PutRolePolicy', resource: FUNCTION_ROLE }],
+  ['rewrite the function\'s trust policy', { action: 'iam:UpdateAssumeRolePolicy', resource: FUNCTION_ROLE }],
+  ['assume the function\'s role', { action: 'sts:AssumeRole', resource: FUNCTION_ROLE }],
+  ['retarget the function\'s event rule', { action: 'events:PutTargets', resource: RULE }],
+  ['disable the function\'s event rule', { action: 'events:DisableRule', resource: RULE }],
+  ['read the dead letters', { action: 'sqs:ReceiveMessage', resource: QUEUE }],
+  ['purge the dead letters', { action: 'sqs:PurgeQueue', resource: QUEUE }]
+]
+
+for (const [what, req] of attacks) {
+  test(`denied to the account admin: ${what}`, async () => {
+    assert.equal(await decide({ principal: ACCOUNT_ADMIN, ...req }), 'ExplicitlyDenied')
+  })
+  test(`denied to a delegated admin with the boundary: ${what}`, async () => {
+    assert.equal(await decide({ principal: DELEGATED, withBoundary: true, ...req }), 'ExplicitlyDenied')
+  })
+}
+
+test('a look-alike of a platform principal gets no exemption', async () => {
+  for (const principal of LOOKALIKES) {
+    assert.equal(await decide({ principal, action: 'iam:TagUser', resource: BOB, context: tagKey }), 'ExplicitlyDenied', principal)
+    assert.equal(await decide({ principal, action: 'iam:CreateAccessKey', resource: ALICE, context: tagged }), 'ExplicitlyDenied', principal)
+  }
+})
+
+// What the platform team and the deployer must still be able to do.
+const allowed = [
+  [PLATFORM, 'tag a user admin', { action: 'iam:TagUser', resource: BOB, context: tagKey }],
+  [PLATFORM_SSO, 'untag a user', { action: 'iam:UntagUser', resource: ALICE, context: { 'aws:TagKeys': [TAG] } }],
+  [PLATFORM, 'create a tagged user', { action: 'iam:CreateUser', resource: BOB, context: tagKey }],
+  [PLATFORM, 'give a tagged user an access key', { action: 'iam:CreateAccessKey', resource: ALICE, context: tagged }],
+  [PLATFORM_SSO, 'delete a tagged user', { action: 'iam:DeleteUser', resource: ALICE, context: tagged }],
+  [PLATFORM, 'edit the boundary', { action: 'iam:CreatePolicyVersion', resource: BOUNDARY_ARN }],
+  [PLATFORM, 'invoke the function with force', { action: 'lambda:InvokeFunction', resource: FUNCTION }],
+  [PLATFORM, 'read the dead letters', { action: 'sqs:ReceiveMessage', resource: QUEUE }],
+  [DEPLOYER, 'deploy new function code', { action: 'lambda:UpdateFunctionCode', resource: FUNCTION }],
+  [DEPLOYER, 'change the function configuration', { action: 'lambda:UpdateFunctionConfiguration', resource: FUNCTION }],
+  [DEPLOYER, 'pass the function role to the function', { action: 'iam:PassRole', resource: FUNCTION_ROLE }],
+  [DEPLOYER, 'create the function role without the boundary', { action: 'iam:CreateRole', resource: FUNCTION_ROLE }],
+  [DEPLOYER, 'update the event rule', { action: 'events:PutTargets', resource: RULE }]
+]
+for (const [principal, what, req] of allowed) {
+  test(`still allowed: ${principal.split('/').pop()} may ${what}`, async () => {
+    assert.equal(await decide({ principal, ...req }), 'Allowed')
+  })
+}
+
+test('the boundary still lets a delegated admin do ordinary IAM work', async () => {
+  const ok = [
+    { action: 'iam:CreateUser', resource: `arn:aws:iam::${ACCOUNT}:user/newhire`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } },
+    { action: 'iam:CreateAccessKey', resource: BOB },
+    { action: 'iam:TagUser', resource: BOB, context: { 'aws:TagKeys': ['team'], 'aws:RequestTag/team': 'data' } },
+    { action: 's3:ListAllMyBuckets', resource: '*' }
+  ]
+  for (const req of ok) {
+    assert.equal(await decide({ principal: DELEGATED, withBoundary: true, ...req }), 'Allowed', req.action)
+  }
+})
+
+// The template's resource policies: the function role's trust policy and the dead-letter queue's policy.
+const template = parseYaml(readFileSync(new URL('template.yaml', repo), 'utf8'))
+const sub = (v) => JSON.parse(JSON.stringify(v, (k, x) => {
+  if (x && typeof x === 'object' && !Array.isArray(x)) {
+    if ('Fn::Sub' in x) return x['Fn::Sub'].replace('${AWS::Partition}', 'aws').replace('${AWS::Region}', 'us-east-1').replace('${AWS::AccountId}', ACCOUNT).replace('${AWS::StackName}', 'eks-admin-sync')
+    if ('Ref' in x) return { 'AWS::AccountId': ACCOUNT, PlatformPrincipalArns: [PLATFORM], DeadLetterQueue: QUEUE }[x.Ref] ?? x
+    if ('Fn::GetAtt' in x) return { 'FunctionRole.Arn': FUNCTION_ROLE, 'DeadLetterQueue.Arn': QUEUE }[x['Fn::GetAtt'].join('.')] ?? x
+  }
+  return x
+}))
+
+test('only Lambda, for this very function, may assume the function role', async () => {
+  const trust = sub(template.Resources.FunctionRole.Properties.AssumeRolePolicyDocument)
+  const assume = (sourceArn) => runSimulation({
+    request: {
+      principal: 'lambda.amazonaws.com',
+      action: 'sts:AssumeRole',
+      resource: { resource: FUNCTION_ROLE, accountId: ACCOUNT },
+      contextVariables: { 'aws:SourceAccount': ACCOUNT, 'aws:SourceArn': sourceArn }
+    },
+    identityPolicies: [],
+    serviceControlPolicies: [],
+    resourceControlPolicies: [],
+    resourcePolicy: trust
+  }, {}).then((r) => r.overallResult)
+  assert.equal(await assume(FUNCTION), 'Allowed')
+  assert.equal(await assume(`arn:aws:lambda:us-east-1:${ACCOUNT}:function:someone-elses`), 'ImplicitlyDenied')
+})
+
+test('the dead-letter queue: only the function sends, only the platform reads', async () => {
+  const policy = sub(template.Resources.DeadLetterQueuePolicy.Properties.PolicyDocument)
+  const ask = (principal, action) => decide({ principal, action, resource: QUEUE, resourcePolicy: policy, context: { 'aws:SecureTransport': 'true' } })
+  assert.equal(await ask(FUNCTION_ROLE, 'sqs:SendMessage'), 'Allowed')
+  assert.equal(await ask(PLATFORM, 'sqs:ReceiveMessage'), 'Allowed')
+  for (const someone of [ACCOUNT_ADMIN, `arn:aws:iam::${ACCOUNT}:role/Developer`]) {
+    assert.equal(await ask(someone, 'sqs:ReceiveMessage'), 'ExplicitlyDenied', someone)
+    assert.equal(await ask(someone, 'sqs:SendMessage'), 'ExplicitlyDenied', someone)
+  }
+})
