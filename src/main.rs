@@ -11,7 +11,7 @@ use eks_admin_sync::core::reconcile::{Clock, ReconcileError, Reconciler, Report}
 use eks_admin_sync::core::settings::Settings;
 use eks_admin_sync::store::aws_auth::AwsAuthStore;
 use eks_admin_sync::store::aws_auth::document::Deployment;
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 use std::io::{IsTerminal, Read};
 use std::time::{Duration, SystemTime};
@@ -192,7 +192,7 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
         let clock = lambda_clock(ev.context.deadline);
         let mut intent = match eks_admin_sync::core::event::parse(&ev.payload) {
             Ok(i) => i,
-            Err(e) => return Err(lambda_runtime::Error::from(e.to_string())),
+            Err(e) => return Err(diagnostic(&ReconcileError::Event(e))),
         };
         if intent.trigger.kind == "manual" {
             intent.trigger.event_id = Some(ev.context.request_id.clone());
@@ -210,12 +210,15 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
             tracing::error!(error = %e, "could not write the audit and metric lines");
         }
         match result {
-            Ok(report) => Ok(serde_json::to_value(&report)?),
+            Ok(report) => serde_json::to_value(&report).map_err(|e| Diagnostic {
+                error_type: "ReportNotSerialisable".into(),
+                error_message: e.to_string(),
+            }),
             Err(e) => {
                 if let ReconcileError::Clusters { report, .. } = &e {
                     tracing::error!(report = %serde_json::to_string(report).unwrap_or_default(), "clusters need attention");
                 }
-                Err(lambda_runtime::Error::from(e.to_string()))
+                Err(diagnostic(&e))
             }
         }
     }))
@@ -251,6 +254,14 @@ async fn run_cli(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             force,
         } => run_intent(intent_for(users, dry_run, force)?, false).await,
         Command::Plan { users, force } => run_intent(intent_for(users, true, force)?, true).await,
+    }
+}
+
+/// The Lambda error for a failed invocation: a stable `errorType` and the operator's message.
+fn diagnostic(e: &ReconcileError) -> Diagnostic {
+    Diagnostic {
+        error_type: e.kind().into(),
+        error_message: e.to_string(),
     }
 }
 

@@ -125,6 +125,17 @@ enum Phase<Snap> {
     Failed(String),
 }
 
+impl ReconcileError {
+    /// A short, stable name for the kind of failure (the Lambda error's `errorType`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Event(_) => "InvalidEvent",
+            ReconcileError::Iam(_) => "IamReadFailed",
+            ReconcileError::Clusters { .. } => "ClustersNeedAttention",
+        }
+    }
+}
+
 impl<I: IamSource, S: Store> Reconciler<I, S> {
     pub fn new(settings: Settings, iam: I, store: S) -> Self {
         Reconciler {
@@ -366,7 +377,13 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             match status {
                 Status::Ok => {}
                 Status::Failed => {
-                    problems.push(format!("cluster {cluster}: {}", error.unwrap_or_default()))
+                    // Store errors already name their cluster; the reconcile's own (deadlines) do not.
+                    let e = error.unwrap_or_default();
+                    problems.push(if e.starts_with(&format!("cluster {cluster}:")) {
+                        e
+                    } else {
+                        format!("cluster {cluster}: {e}")
+                    });
                 }
                 Status::Guarded => problems.push(format!(
                     "cluster {cluster}: guarded: {}",
