@@ -189,3 +189,15 @@ def test_hand_written_users_text_is_kept_byte_for_byte(stack):
     rc, report, err = stack.handle_event(ct_event("UntagUser", {"userName": "alice", "tagKeys": ["eks-cluster-admin"]}))
     assert rc == 0, err
     assert stack.get_aws_auth("prod")["data"]["mapUsers"] == expected
+
+
+def test_empty_spellings_of_map_users_read_as_empty(stack):
+    """`mapUsers: '""'`, two backticks or blanks: EKS reads them as no entries, and so does the function."""
+    stack.create_user("alice", {"eks-cluster-admin": "prod"})
+    for empty in ['""', "''", "``", "  \n"]:
+        stack.put_aws_auth("prod", {"mapRoles": stack.node_roles_yaml(), "mapUsers": empty})
+        rc, report, err = stack.handle_event(ct_event("TagUser", {"userName": "alice", "tags": []}))
+        assert rc == 0, (empty, err)
+        cm = stack.get_aws_auth("prod")
+        assert no_ids(map_users(cm)) == [ours(ALICE, "alice")], (empty, cm["data"]["mapUsers"])
+        assert cm["data"]["mapRoles"] == stack.node_roles_yaml()
