@@ -149,9 +149,10 @@ impl Plan {
     }
 }
 
-fn grant_of(e: &CurrentEntry, arn: &str) -> Grant {
+/// The grant an entry holds today (entries reach the planner only through their ARN key, so they have one).
+fn grant_of(e: &CurrentEntry) -> Grant {
     Grant {
-        arn: arn.to_string(),
+        arn: e.arn.clone().unwrap_or_default(),
         username: e.username.clone().unwrap_or_default(),
         groups: e.groups.clone(),
         id: e.id.clone(),
@@ -221,10 +222,7 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
                     {
                         // Another IAM user now holds the ARN: the old grant goes, the new holder (tagged,
                         // or it would not be desired) is granted afresh.
-                        p.changes.push(Change::Remove(grant_of(
-                            one,
-                            one.arn.as_deref().unwrap_or_default(),
-                        )));
+                        p.changes.push(Change::Remove(grant_of(one)));
                         p.changes.push(Change::Add((*want).clone()));
                         p.replaced.push(Replaced {
                             arn: want.arn.clone(),
@@ -235,7 +233,7 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
                         p.unchanged.push(want.arn.clone());
                     } else {
                         p.changes.push(Change::Update {
-                            from: grant_of(one, one.arn.as_deref().unwrap_or_default()),
+                            from: grant_of(one),
                             to: (*want).clone(),
                         });
                     }
@@ -244,14 +242,14 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
                 Owner::Foreign => p.skipped.push(skip(
                     &want.arn,
                     SkipKind::Foreign,
-                    Some(grant_of(one, one.arn.as_deref().unwrap_or_default())),
+                    Some(grant_of(one)),
                     "already mapped by an entry this deployment does not own; left as it is".into(),
                 )),
                 Owner::Unclear => {
                     p.skipped.push(skip(
                         &want.arn,
                         SkipKind::Unclear,
-                        Some(grant_of(one, one.arn.as_deref().unwrap_or_default())),
+                        Some(grant_of(one)),
                         UNCLEAR.into(),
                     ));
                     owned_after.insert(*key, ours.get(key).copied().unwrap_or(&want.arn));
@@ -283,17 +281,14 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
             // Entry already gone (removed by hand): just forget it.
             None => {}
             Some((one, 1)) => match one.owner {
-                Owner::Us { .. } => p.changes.push(Change::Remove(grant_of(
-                    one,
-                    one.arn.as_deref().unwrap_or(arn),
-                ))),
+                Owner::Us { .. } => p.changes.push(Change::Remove(grant_of(one))),
                 // Taken over by a person (or another deployment): forget it.
                 Owner::Foreign => {}
                 Owner::Unclear => {
                     p.skipped.push(skip(
                         arn,
                         SkipKind::Unclear,
-                        Some(grant_of(one, one.arn.as_deref().unwrap_or(arn))),
+                        Some(grant_of(one)),
                         format!("should be revoked, but {UNCLEAR}"),
                     ));
                     owned_after.insert(*key, arn);
