@@ -46,3 +46,11 @@ def test_token_is_an_exec_credential_signed_locally():
     assert cred["kind"] == "ExecCredential" and cred["apiVersion"] == "client.authentication.k8s.io/v1beta1"
     assert cred["status"]["token"].startswith("k8s-aws-v1.")
     assert cred["status"]["expirationTimestamp"].endswith("Z")
+
+
+def test_logs_piped_to_a_file_carry_no_colour_codes(stack):
+    stack.create_user("alice", {"eks-cluster-admin": "true"})
+    p = stack.run(["plan"])
+    assert p.returncode == 0, p.stderr
+    assert "INFO" in p.stderr and "cluster reconciled" in p.stderr, p.stderr
+    assert "\x1b[" not in p.stderr and "\x1b[" not in p.stdout
