@@ -139,7 +139,7 @@ def test_function_role_queue_and_names_are_locked_down():
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    assert trust["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+    assert trust["Condition"]["ArnEqualsIfExists"]["aws:SourceArn"] == {
         "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}"}
     qp = res["DeadLetterQueuePolicy"]["Properties"]
     assert qp["Queues"] == [{"Ref": "DeadLetterQueue"}]

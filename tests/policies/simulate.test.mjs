@@ -175,12 +175,12 @@ const sub = (v) => JSON.parse(JSON.stringify(v, (k, x) => {
 
 test('only Lambda, for this very function, may assume the function role', async () => {
   const trust = sub(template.Resources.FunctionRole.Properties.AssumeRolePolicyDocument)
-  const assume = (sourceArn) => runSimulation({
+  const assume = (sourceArn, account = ACCOUNT) => runSimulation({
     request: {
       principal: 'lambda.amazonaws.com',
       action: 'sts:AssumeRole',
       resource: { resource: FUNCTION_ROLE, accountId: ACCOUNT },
-      contextVariables: { 'aws:SourceAccount': ACCOUNT, 'aws:SourceArn': sourceArn }
+      contextVariables: sourceArn ? { 'aws:SourceAccount': account, 'aws:SourceArn': sourceArn } : { 'aws:SourceAccount': account }
     },
     identityPolicies: [],
     serviceControlPolicies: [],
@@ -189,6 +189,10 @@ test('only Lambda, for this very function, may assume the function role', async 
   }, {}).then((r) => r.overallResult)
   assert.equal(await assume(FUNCTION), 'Allowed')
   assert.equal(await assume(`arn:aws:lambda:us-east-1:${ACCOUNT}:function:someone-elses`), 'ImplicitlyDenied')
+  assert.equal(await assume(FUNCTION, '444455556666'), 'ImplicitlyDenied', 'another account')
+  // Without a source ARN in the request the account check still applies (IfExists: never locked out).
+  assert.equal(await assume(undefined), 'Allowed')
+  assert.equal(await assume(undefined, '444455556666'), 'ImplicitlyDenied')
 })
 
 test('the dead-letter queue: only the function sends, only the platform reads', async () => {
