@@ -122,7 +122,8 @@ enum Phase<Snap> {
         /// Time the cluster's own read took (counted against its budget).
         spent: Duration,
     },
-    Failed(String),
+    /// The error, and the time the cluster's read took to fail.
+    Failed(String, Duration),
 }
 
 impl ReconcileError {
@@ -245,11 +246,14 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                         spent: start.elapsed(),
                     }
                 }
-                Ok(Err(e)) => Phase::Failed(e.to_string()),
-                Err(_) => Phase::Failed(format!(
-                    "no answer within {} ms (the cluster's deadline); nothing was written",
-                    budget.as_millis()
-                )),
+                Ok(Err(e)) => Phase::Failed(e.to_string(), start.elapsed()),
+                Err(_) => Phase::Failed(
+                    format!(
+                        "no answer within {} ms (the cluster's deadline); nothing was written",
+                        budget.as_millis()
+                    ),
+                    start.elapsed(),
+                ),
             }
         });
         let phases = futures_util::future::join_all(reads).await;
@@ -258,7 +262,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         let applies = s.clusters.iter().zip(&desired).zip(phases).map(
             |((cluster, d), phase)| async move {
                 let (snapshot, decided, spent) = match phase {
-                    Phase::Failed(e) => return (None, Err(e)),
+                    Phase::Failed(e, spent) => return (None, Err(e), spent),
                     Phase::Planned {
                         snapshot,
                         decided,
@@ -267,10 +271,11 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 };
                 // A dry run, or a cluster the guard holds, is planned and reported but never written.
                 if dry_run || decided.plan.hold {
-                    return (Some(decided), Ok((false, 1)));
+                    return (Some(decided), Ok((false, 1)), spent);
                 }
                 let replan = |st: &ClusterState| decide(st, d);
-                match tokio::time::timeout_at(
+                let writing = Instant::now();
+                let (decided, outcome) = match tokio::time::timeout_at(
                     deadline_after(Instant::now(), spent),
                     self.store.apply(cluster, snapshot, decided.clone(), &replan),
                 )
@@ -286,11 +291,11 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                             budget.as_millis()
                         )),
                     ),
-                }
+                };
+                (decided, outcome, spent + writing.elapsed())
             },
         );
         let outcomes = futures_util::future::join_all(applies).await;
-        let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
 
         // Phase 5: report, audit records and metrics.
         let time = jiff::Timestamp::try_from(clock.now)
@@ -301,7 +306,9 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let mut problems = Vec::new();
-        for (cluster, (decided, outcome)) in s.clusters.iter().zip(outcomes) {
+        for (cluster, (decided, outcome, own)) in s.clusters.iter().zip(outcomes) {
+            // The cluster's own time: its read and its write, not the wait for the other clusters.
+            let own_ms = u64::try_from(own.as_millis()).unwrap_or(u64::MAX);
             let decided = decided.unwrap_or_default();
             let (written, attempts, error) = match outcome {
                 Ok((w, a)) => (w, a, None),
@@ -343,7 +350,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 &s.deployment_id,
                 cluster,
                 &counts,
-                elapsed_ms,
+                own_ms,
             ));
             let mut r = ClusterReport {
                 cluster: cluster.clone(),
@@ -359,7 +366,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 dry_run,
                 written,
                 attempts,
-                duration_ms: elapsed_ms,
+                duration_ms: own_ms,
                 changes: if failed {
                     Vec::new()
                 } else {
@@ -678,6 +685,10 @@ mod tests {
         };
         assert!(summary.contains("no answer within 5000 ms"), "{summary}");
         assert!(report.clusters[1].written);
+        // Each cluster's duration is its own work: the hung one its 5 s, the healthy one its 1 ms write.
+        assert_eq!(report.clusters[0].duration_ms, 5000);
+        assert_eq!(report.clusters[1].duration_ms, 1);
+        assert_eq!(report.metrics[1]["Duration"], 1);
         // The Lambda's remaining time cuts the deadline shorter (less the safety margin).
         let t0 = Instant::now();
         let clock = Clock {
