@@ -61,6 +61,7 @@ fn big_configmap() -> (ConfigMap, Vec<Grant>) {
             username: format!("user{i:05}"),
             groups: vec!["system:masters".into()],
             id: None,
+            policies: vec![],
         })
         .collect();
     desired.sort();

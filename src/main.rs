@@ -9,18 +9,21 @@ use eks_admin_sync::adapters::token::{Signer, StsTarget, exec_credential};
 use eks_admin_sync::core::event::{Action, Intent, Trigger};
 use eks_admin_sync::core::reconcile::{Clock, ReconcileError, Reconciler, Report};
 use eks_admin_sync::core::settings::Settings;
+use eks_admin_sync::store::Stores;
+use eks_admin_sync::store::access_entries::{AccessEntryStore, Marks};
 use eks_admin_sync::store::aws_auth::AwsAuthStore;
 use eks_admin_sync::store::aws_auth::document::Deployment;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 use std::io::{IsTerminal, Read};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
 #[command(
     name = "eks-admin-sync",
     version,
-    about = "Keeps EKS cluster-admin mappings in kube-system/aws-auth in sync with tagged IAM users.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_GROUPS, USERNAME_TEMPLATE, DRY_RUN, MAX_REMOVALS, CLUSTER_TIMEOUT_SECONDS, DEPLOYMENT_ID) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
+    about = "Keeps EKS cluster-admin access (EKS access entries or kube-system/aws-auth, by each cluster's authentication mode) in sync with tagged IAM users.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_GROUPS, USERNAME_TEMPLATE, ACCESS_STORE, ACCESS_POLICIES, DRY_RUN, MAX_REMOVALS, CLUSTER_TIMEOUT_SECONDS, DEPLOYMENT_ID) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,7 +67,7 @@ enum Command {
     },
 }
 
-type App = Reconciler<Iam, AwsAuthStore>;
+type App = Reconciler<Iam, Stores>;
 
 struct Aws {
     conf: aws_config::SdkConfig,
@@ -103,12 +106,27 @@ async fn load_aws() -> anyhow::Result<Aws> {
 }
 
 fn build_app(aws: &Aws, settings: Settings) -> App {
-    let directory = Directory::new(Eks::new(&aws.conf), DIRECTORY_TTL);
+    let eks = Eks::new(&aws.conf);
+    let entries = AccessEntryStore::new(
+        eks.client(),
+        Marks {
+            deployment: settings.deployment_id.clone(),
+            tag_key: settings.tag_key.clone(),
+        },
+    );
+    let directory = Arc::new(Directory::new(eks, DIRECTORY_TTL));
     let me = Deployment {
         id: settings.deployment_id.clone(),
         tag_key: settings.tag_key.clone(),
     };
-    let store = AwsAuthStore::new(KubeClients::new(directory, aws.signer.clone()), me);
+    let aws_auth = AwsAuthStore::new(KubeClients::new(directory.clone(), aws.signer.clone()), me);
+    let store = Stores::new(
+        directory,
+        aws_auth,
+        entries,
+        settings.access_store,
+        settings.access_policies.clone(),
+    );
     Reconciler::new(settings, Iam::new(&aws.conf), store)
 }
 

@@ -28,6 +28,7 @@ fn alice() -> Grant {
         username: "alice".into(),
         groups: vec!["system:masters".into()],
         id: None,
+        policies: vec![],
     }
 }
 

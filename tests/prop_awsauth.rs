@@ -394,6 +394,7 @@ fn arb_desired() -> impl Strategy<Value = Vec<Grant>> {
                 username: n.into(),
                 groups: vec!["system:masters".into()],
                 id: None,
+                policies: vec![],
             })
             .collect()
     })

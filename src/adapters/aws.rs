@@ -167,12 +167,34 @@ impl IamSource for Iam {
     }
 }
 
-/// Where a cluster's API server is and which CA signs its certificate.
+/// How EKS authenticates IAM principals on a cluster (`accessConfig.authenticationMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `aws-auth` only.
+    ConfigMap,
+    /// Access entries first, then `aws-auth`.
+    ApiAndConfigMap,
+    /// Access entries only.
+    Api,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::ConfigMap => "CONFIG_MAP",
+            AuthMode::ApiAndConfigMap => "API_AND_CONFIG_MAP",
+            AuthMode::Api => "API",
+        }
+    }
+}
+
+/// Where a cluster's API server is, which CA signs its certificate, and how it authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInfo {
     pub endpoint: String,
     /// DER certificates from the cluster's CA bundle.
     pub ca_der: Vec<Vec<u8>>,
+    pub auth_mode: AuthMode,
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +207,11 @@ impl Eks {
         Eks {
             client: aws_sdk_eks::Client::new(conf),
         }
+    }
+
+    /// The SDK client (shared with the access-entries store).
+    pub fn client(&self) -> aws_sdk_eks::Client {
+        self.client.clone()
     }
 
     pub async fn describe(&self, cluster: &str) -> Result<ClusterInfo, EksError> {
@@ -205,6 +232,19 @@ impl Eks {
         let c = out
             .cluster()
             .ok_or_else(|| info("response has no cluster"))?;
+        use aws_sdk_eks::types::AuthenticationMode as M;
+        // A cluster made before access entries existed has no accessConfig: it reads aws-auth only.
+        let auth_mode = match c.access_config().and_then(|a| a.authentication_mode()) {
+            None | Some(M::ConfigMap) => AuthMode::ConfigMap,
+            Some(M::ApiAndConfigMap) => AuthMode::ApiAndConfigMap,
+            Some(M::Api) => AuthMode::Api,
+            Some(other) => {
+                return Err(info(&format!(
+                    "unknown authentication mode {:?}; nothing is written to a cluster whose mode is not understood",
+                    other.as_str()
+                )));
+            }
+        };
         let endpoint = c
             .endpoint()
             .filter(|e| !e.is_empty())
@@ -217,6 +257,7 @@ impl Eks {
         Ok(ClusterInfo {
             endpoint: endpoint.to_string(),
             ca_der,
+            auth_mode,
         })
     }
 }
@@ -246,6 +287,11 @@ impl Directory {
         {
             return Ok(info.clone());
         }
+        self.refresh(cluster).await
+    }
+
+    /// Describes the cluster now, whatever is cached (a full reconcile picks up a mode change this way).
+    pub async fn refresh(&self, cluster: &str) -> Result<ClusterInfo, EksError> {
         // Described outside the lock: a slow DescribeCluster of one cluster must not hold up the others.
         let info = self.eks.describe(cluster).await?;
         self.lock()
@@ -255,6 +301,11 @@ impl Directory {
 
     pub fn forget(&self, cluster: &str) {
         self.lock().remove(cluster);
+    }
+
+    /// The authentication mode last described, if the cluster is in the directory.
+    pub fn cached_mode(&self, cluster: &str) -> Option<AuthMode> {
+        self.lock().get(cluster).map(|(i, _)| i.auth_mode)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ClusterInfo, Instant)>> {

@@ -6,7 +6,7 @@ use crate::adapters::aws::{ClusterInfo, Directory, EksError};
 use crate::adapters::token::{RESIGN_AFTER, Signer, TokenError};
 use kube::Client;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,13 +20,13 @@ pub enum KubeError {
 }
 
 pub struct KubeClients {
-    directory: Directory,
+    directory: Arc<Directory>,
     signer: Signer,
     clients: Mutex<HashMap<String, (Client, SystemTime)>>,
 }
 
 impl KubeClients {
-    pub fn new(directory: Directory, signer: Signer) -> Self {
+    pub fn new(directory: Arc<Directory>, signer: Signer) -> Self {
         KubeClients {
             directory,
             signer,

@@ -2,15 +2,16 @@
 //! them (one JSON line each) and the report carries them.
 //!
 //! Audit record schema (`"audit": "eks-admin-sync/v1"`), one per grant, revoke, update, skip and guard:
-//! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard`),
+//! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard` |
+//! `migrate`: an `aws-auth` mapping removed because the principal's access entry now holds its grant),
 //! `principal` (ARN), `principalId` (the IAM user id, `AIDA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
 //! `reason` (skips, guards, forced revokes), `dryRun`, `applied` (the store was written), `trigger`
 //! (`kind`, `eventName`, `eventId`, `eventTime`, `actor` {`arn`, `type`, `issuerArn`, `invokedBy`},
 //! `sourceIp`).
 //!
 //! Metrics are CloudWatch Embedded Metric Format lines: namespace [`NAMESPACE`], dimensions
-//! `[Deployment, Cluster]` and `[Deployment]`, metrics Granted, Revoked, Updated, Skipped, Guarded, Failed
-//! (counts) and Duration (milliseconds), one line per cluster and invocation.
+//! `[Deployment, Cluster]` and `[Deployment]`, metrics Granted, Revoked, Updated, Migrated, Skipped, Guarded,
+//! Failed (counts) and Duration (milliseconds), one line per cluster and invocation.
 
 use crate::core::event::Trigger;
 use crate::core::grants::Grant;
@@ -21,9 +22,11 @@ use serde_json::{Value, json};
 
 pub const SCHEMA: &str = "eks-admin-sync/v1";
 pub const NAMESPACE: &str = "EksAdminSync";
-pub const METRICS: [&str; 6] = [
-    "Granted", "Revoked", "Updated", "Skipped", "Guarded", "Failed",
+pub const METRICS: [&str; 7] = [
+    "Granted", "Revoked", "Updated", "Migrated", "Skipped", "Guarded", "Failed",
 ];
+/// The store name on records of retired `aws-auth` mappings (on a cluster access entries serve).
+pub const AWS_AUTH: &str = "aws-auth";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +131,42 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
         };
         out.push(r);
     }
+    if let Some(r) = plan.retire.as_deref() {
+        for c in &r.plan.changes {
+            let g = c.grant();
+            let moved = r.migrated.contains(&g.arn);
+            out.push(AuditRecord {
+                store: AWS_AUTH,
+                principal_id: g.id.clone(),
+                username: Some(g.username.clone()),
+                groups_before: Some(g.groups.clone()),
+                reason: Some(if moved {
+                    "moved to an access entry: the aws-auth mapping is removed once the entry and its access \
+                     policies are in place"
+                        .into()
+                } else {
+                    forced.clone().unwrap_or_else(|| {
+                        "aws-auth mapping revoked (in API_AND_CONFIG_MAP mode EKS still reads aws-auth for a \
+                         principal without an access entry)"
+                            .into()
+                    })
+                }),
+                ..ctx.record(if moved { "migrate" } else { "revoke" }, &g.arn)
+            });
+        }
+        for sk in &r.plan.skipped {
+            out.push(AuditRecord {
+                store: AWS_AUTH,
+                principal_id: sk.current.as_ref().and_then(|g| g.id.clone()),
+                username: sk.current.as_ref().map(|g| g.username.clone()),
+                groups_before: sk.current.as_ref().map(|g| g.groups.clone()),
+                groups_after: sk.current.as_ref().map(|g| g.groups.clone()),
+                reason: Some(sk.reason.clone()),
+                applied: false,
+                ..ctx.record("skip", &sk.arn)
+            });
+        }
+    }
     for Skip {
         arn,
         current,
@@ -151,6 +190,7 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
             username,
             groups,
             id,
+            ..
         } in &g.refused
         {
             out.push(AuditRecord {
@@ -173,6 +213,8 @@ pub struct Counts {
     pub granted: usize,
     pub revoked: usize,
     pub updated: usize,
+    /// `aws-auth` mappings moved to access entries.
+    pub migrated: usize,
     pub skipped: usize,
     /// 1 when the guard refused something on the cluster.
     pub guarded: usize,
@@ -193,6 +235,16 @@ impl Counts {
                 Change::Update { .. } => c.updated += 1,
                 Change::Remove(_) => c.revoked += 1,
             }
+        }
+        if let Some(r) = plan.retire.as_deref() {
+            c.skipped += r.plan.skipped.len();
+            c.migrated += r
+                .plan
+                .changes
+                .iter()
+                .filter(|ch| r.migrated.contains(&ch.grant().arn))
+                .count();
+            c.revoked += r.revocations().count();
         }
         c
     }
@@ -225,6 +277,7 @@ pub fn metric_line(
         "Granted": counts.granted,
         "Revoked": counts.revoked,
         "Updated": counts.updated,
+        "Migrated": counts.migrated,
         "Skipped": counts.skipped,
         "Guarded": counts.guarded,
         "Failed": counts.failed,
@@ -244,6 +297,7 @@ mod tests {
             username: n.into(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
             id: None,
+            policies: vec![],
         }
     }
 

@@ -3,7 +3,7 @@
 //! A grant speaks of a principal and what it should be given (username, groups), not of how a store writes
 //! it: `aws-auth` writes a `mapUsers` row, access entries an entry and its policies.
 
-use crate::core::settings::{Settings, parse_bool, render_username};
+use crate::core::settings::{AccessPolicy, Settings, parse_bool, render_username};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -40,6 +40,9 @@ pub struct Grant {
     /// only to its ARN (a user deleted and re-created, or renamed onto the name, gets a new id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// EKS access policies (access entries only; empty for `aws-auth`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<AccessPolicy>,
 }
 
 /// The grants for one cluster, plus why some tagged users were left out.
@@ -195,10 +198,50 @@ pub fn desired_for_cluster(users: &[IamUser], settings: &Settings, cluster: &str
             username: render_username(&settings.username_template, &u.name, account),
             groups: settings.groups.clone(),
             id: u.id.clone(),
+            policies: Vec::new(),
         });
     }
     out.grants.sort();
     out.grants.dedup_by(|a, b| ArnKey(&a.arn) == ArnKey(&b.arn));
+    out
+}
+
+/// Usernames EKS refuses in an access entry.
+pub const RESERVED_USERNAME_PREFIXES: [&str; 5] = ["system:", "eks:", "aws:", "amazon:", "iam:"];
+
+/// The same grants as an access entry holds them: `ADMIN_GROUPS` without `system:` groups (EKS refuses
+/// them; admin rights come from the access policies), plus `ACCESS_POLICIES`. A grant whose username EKS
+/// would refuse is dropped with a note.
+pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
+    let groups: Vec<String> = settings
+        .groups
+        .iter()
+        .filter(|g| !g.starts_with("system:"))
+        .cloned()
+        .collect();
+    let mut out = Desired {
+        grants: Vec::with_capacity(desired.grants.len()),
+        notes: Vec::new(),
+    };
+    for g in &desired.grants {
+        let lower = g.username.to_ascii_lowercase();
+        if let Some(p) = RESERVED_USERNAME_PREFIXES
+            .iter()
+            .find(|p| lower.starts_with(**p))
+        {
+            out.notes.push(format!(
+                "{}: username {:?} starts with {p:?}, which EKS refuses in an access entry; not granted on clusters \
+                 served by access entries (change USERNAME_TEMPLATE)",
+                g.arn, g.username
+            ));
+            continue;
+        }
+        out.grants.push(Grant {
+            groups: groups.clone(),
+            policies: settings.access_policies.clone(),
+            ..g.clone()
+        });
+    }
     out
 }
 
@@ -335,6 +378,36 @@ mod tests {
         .unwrap();
         let d = desired_for_cluster(&[user("amy", &[("eks-cluster-admin", "true")])], &s, "prod");
         assert_eq!(d.grants[0].username, "123456789012:amy");
+    }
+
+    #[test]
+    fn access_entry_shape() {
+        let s = Settings::from_lookup(|k| match k {
+            "CLUSTER_NAMES" => Some("prod".into()),
+            "ADMIN_GROUPS" => Some("system:masters platform-admins".into()),
+            "USERNAME_TEMPLATE" => Some("{{UserName}}".into()),
+            _ => None,
+        })
+        .unwrap();
+        let tagged = [("eks-cluster-admin", "true")];
+        let d = desired_for_cluster(
+            &[user("amy", &tagged), user("system:bob", &tagged)],
+            &s,
+            "prod",
+        );
+        let e = access_entry_grants(&d, &s);
+        assert_eq!(e.grants.len(), 1);
+        assert_eq!(e.grants[0].username, "amy");
+        assert_eq!(e.grants[0].groups, vec!["platform-admins"]);
+        assert_eq!(e.grants[0].policies, s.access_policies);
+        assert_eq!(e.notes.len(), 1);
+        assert!(e.notes[0].contains("system:bob") && e.notes[0].contains("refuses"));
+        // The aws-auth shape keeps every group and has no policies.
+        assert!(
+            d.grants
+                .iter()
+                .all(|g| g.policies.is_empty() && g.groups.len() == 2)
+        );
     }
 
     proptest::proptest! {

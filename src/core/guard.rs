@@ -68,7 +68,7 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
     if let Some(recorded) = &state.record_tag_key
         && !recorded.eq_ignore_ascii_case(facts.tag_key)
     {
-        let count = plan.changes.len();
+        let count = plan.changes.len() + plan.retire.as_ref().map_or(0, |r| r.plan.changes.len());
         let message = format!(
             "rule record-tag-key: the ownership record on this cluster was written under tag key {recorded:?}, \
              this deployment uses {:?}; {count} change(s) refused, nothing written. If a second deployment \
@@ -86,11 +86,12 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
     if !facts.full {
         return None;
     }
-    let removals = plan.removals();
+    let removals = plan.revocations();
     if removals == 0 {
         return None;
     }
-    let (rule, message) = if facts.tagged == 0 && state.owns_anything() {
+    let owns = state.owns_anything() || state.legacy.as_ref().is_some_and(|l| l.owns_anything());
+    let (rule, message) = if facts.tagged == 0 && owns {
         (
             Rule::NoTaggedPrincipals,
             format!(
@@ -136,6 +137,25 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
         .extend(refused.iter().map(|g| g.arn.clone()));
     plan.owned_after
         .sort_by(|a, b| crate::core::grants::ArnKey(a).cmp(&crate::core::grants::ArnKey(b)));
+    // Retired aws-auth mappings that would be revoked (not moved) are refused the same way.
+    if let Some(r) = plan.retire.as_deref_mut() {
+        let migrated = r.migrated.clone();
+        let mut kept = Vec::new();
+        r.plan.changes.retain(|c| match c {
+            Change::Remove(g) if !migrated.contains(&g.arn) => {
+                kept.push(g.clone());
+                false
+            }
+            _ => true,
+        });
+        r.plan
+            .owned_after
+            .extend(kept.iter().map(|g| g.arn.clone()));
+        r.plan
+            .owned_after
+            .sort_by(|a, b| crate::core::grants::ArnKey(a).cmp(&crate::core::grants::ArnKey(b)));
+        refused.extend(kept);
+    }
     Some(Guarded {
         rule,
         count: removals,
@@ -155,7 +175,11 @@ fn refuse_all(plan: &mut Plan, rule: Rule, count: usize, force: bool, message: S
             message: format!("{message} (overridden by force)"),
         };
     }
-    let refused = plan.changes.drain(..).map(|c| c.grant().clone()).collect();
+    let mut refused: Vec<Grant> = plan.changes.drain(..).map(|c| c.grant().clone()).collect();
+    if let Some(r) = plan.retire.as_deref_mut() {
+        refused.extend(r.plan.changes.drain(..).map(|c| c.grant().clone()));
+        r.plan.hold = true;
+    }
     plan.hold = true;
     Guarded {
         rule,
@@ -180,6 +204,7 @@ mod tests {
             username: format!("u{n:02}"),
             groups: vec!["system:masters".into()],
             id: None,
+            policies: vec![],
         }
     }
     /// `owned` of our entries on the cluster; `desired` of them still granted, plus one new grant.
@@ -192,10 +217,12 @@ mod tests {
                     groups: vec!["system:masters".into()],
                     id: None,
                     owner: Owner::Us { marked: true },
+                    policies: None,
                 })
                 .collect(),
             recorded: (0..owned).map(arn).collect(),
             record_tag_key: Some("eks-cluster-admin".into()),
+            ..Default::default()
         };
         let mut want: Vec<Grant> = (0..desired).map(grant).collect();
         want.push(grant(99));

@@ -3,8 +3,9 @@
 //! [`Plan`] back in its own format. Plans speak of principals and grants, never of a store's rows.
 
 use crate::core::grants::{ArnKey, Grant, user_name_of_arn};
+use crate::core::settings::AccessPolicy;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Whose an entry in the store is, as the store worked it out from its own ownership marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub struct CurrentEntry {
     /// The IAM user id the entry was granted to, when the store recorded one.
     pub id: Option<String>,
     pub owner: Owner,
+    /// The entry's access policies, when the store read them (access entries on a full reconcile);
+    /// `None`: not read, taken to be as granted (`aws-auth` has none).
+    pub policies: Option<Vec<AccessPolicy>>,
 }
 
 /// What a store holds for one cluster, as the planner needs it.
@@ -40,6 +44,11 @@ pub struct ClusterState {
     pub recorded: Vec<String>,
     /// The admin tag key the ownership record was written under, when the record says.
     pub record_tag_key: Option<String>,
+    /// The entries are EKS access entries (grants take their access-entry shape), not `aws-auth` rows.
+    pub access_entries: bool,
+    /// On a cluster in `API_AND_CONFIG_MAP` mode served by access entries: its `aws-auth`, where this
+    /// deployment's mappings are retired (migrated once the principal's entry is right, revoked otherwise).
+    pub legacy: Option<Box<ClusterState>>,
 }
 
 impl ClusterState {
@@ -130,6 +139,28 @@ pub struct Plan {
     pub replaced: Vec<Replaced>,
     /// Write nothing at all on this cluster (set by the guard).
     pub hold: bool,
+    /// On a migrating cluster: what happens to this deployment's `aws-auth` mappings.
+    pub retire: Option<Box<Retirement>>,
+}
+
+/// This deployment's `aws-auth` mappings on a cluster that access entries now serve. Written only after
+/// the access entries were applied and the migrated ones confirmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retirement {
+    /// The `aws-auth` plan: removals only, with the ownership record as it should be after them.
+    pub plan: Plan,
+    /// ARNs whose removal is a move: the principal's access entry is (or is being made) right.
+    pub migrated: Vec<String>,
+}
+
+impl Retirement {
+    /// Removals that take a principal's access away (not moves).
+    pub fn revocations(&self) -> impl Iterator<Item = &Grant> {
+        self.plan.changes.iter().filter_map(|c| match c {
+            Change::Remove(g) if !self.migrated.contains(&g.arn) => Some(g),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,6 +178,11 @@ impl Plan {
             .filter(|c| matches!(c, Change::Remove(_)))
             .count()
     }
+
+    /// Removals that take access away: this store's, plus retired `aws-auth` mappings that are not moves.
+    pub fn revocations(&self) -> usize {
+        self.removals() + self.retire.as_ref().map_or(0, |r| r.revocations().count())
+    }
 }
 
 /// The grant an entry holds today (entries reach the planner only through their ARN key, so they have one).
@@ -156,7 +192,13 @@ fn grant_of(e: &CurrentEntry) -> Grant {
         username: e.username.clone().unwrap_or_default(),
         groups: e.groups.clone(),
         id: e.id.clone(),
+        policies: e.policies.clone().unwrap_or_default(),
     }
+}
+
+/// The same policies, whatever their order.
+fn same_policies(have: &[AccessPolicy], want: &[AccessPolicy]) -> bool {
+    have.len() == want.len() && want.iter().all(|p| have.contains(p))
 }
 
 /// Whether `e` is exactly `g` and carries our mark (ARN spelling included: we write what IAM says; the
@@ -167,6 +209,9 @@ fn is_exactly(e: &CurrentEntry, g: &Grant) -> bool {
         && e.username.as_deref().unwrap_or_default() == g.username
         && e.groups == g.groups
         && (g.id.is_none() || e.id == g.id)
+        && e.policies
+            .as_deref()
+            .is_none_or(|have| same_policies(have, &g.policies))
 }
 
 const UNCLEAR: &str = "the ownership record names this principal but its entry lacks this deployment's \
@@ -314,6 +359,47 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
     p
 }
 
+/// What happens to this deployment's `aws-auth` mappings on a cluster served by access entries (mode
+/// `API_AND_CONFIG_MAP`, where `aws-auth` still counts when a principal has no entry). An owned mapping in
+/// scope is removed: as a move when `entries` makes the principal's access entry right, as a revocation
+/// when the principal is not granted at all. A granted principal whose entry is not ours (skipped) keeps
+/// its mapping until it is. Foreign mappings are never touched.
+pub fn retire(
+    legacy: &ClusterState,
+    entries: &Plan,
+    desired: &[Grant],
+    scope: &Scope,
+) -> Retirement {
+    let right: HashSet<ArnKey> = entries
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Add(g) | Change::Update { to: g, .. } => Some(ArnKey(&g.arn)),
+            Change::Remove(_) => None,
+        })
+        .chain(entries.unchanged.iter().map(|a| ArnKey(a)))
+        .collect();
+    let granted: HashSet<ArnKey> = desired.iter().map(|g| ArnKey(&g.arn)).collect();
+    let mut p = plan(legacy, &[], scope);
+    let mut migrated = Vec::new();
+    let mut kept = Vec::new();
+    p.changes.retain(|c| {
+        let arn = &c.grant().arn;
+        if right.contains(&ArnKey(arn)) {
+            migrated.push(arn.clone());
+            true
+        } else if granted.contains(&ArnKey(arn)) {
+            kept.push(arn.clone());
+            false
+        } else {
+            true
+        }
+    });
+    p.owned_after.extend(kept);
+    p.owned_after.sort_by(|a, b| ArnKey(a).cmp(&ArnKey(b)));
+    Retirement { plan: p, migrated }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +416,7 @@ mod tests {
             username: user.into(),
             groups: vec!["system:masters".into()],
             id: None,
+            policies: vec![],
         }
     }
     fn e(arn: &str, user: &str, groups: &[&str], owner: Owner) -> CurrentEntry {
@@ -339,6 +426,7 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             owner,
             id: None,
+            policies: None,
         }
     }
     fn s(v: &[&str]) -> Vec<String> {
@@ -348,7 +436,7 @@ mod tests {
         ClusterState {
             entries,
             recorded: s(recorded),
-            record_tag_key: None,
+            ..Default::default()
         }
     }
 
@@ -413,6 +501,7 @@ mod tests {
                         username: "alice".into(),
                         groups: s(&["viewers"]),
                         id: None,
+                        policies: vec![],
                     },
                     to: g(A, "alice"),
                 }],
@@ -652,6 +741,105 @@ mod tests {
         assert!(p.changes.is_empty());
     }
 
+    #[test]
+    fn access_policies_drift_is_repaired_only_when_read() {
+        use crate::core::settings::{AccessPolicy, PolicyScope};
+        let admin = AccessPolicy {
+            arn: "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy".into(),
+            scope: PolicyScope::Cluster,
+        };
+        let want = Grant {
+            groups: vec![],
+            policies: vec![admin.clone()],
+            ..g(A, "alice")
+        };
+        let entry = |policies: Option<Vec<AccessPolicy>>| CurrentEntry {
+            policies,
+            ..e(A, "alice", &[], OURS)
+        };
+        // Read and right; read and scoped to a namespace by hand; read and removed by hand; not read.
+        let p = plan(
+            &state(vec![entry(Some(vec![admin.clone()]))], &[]),
+            std::slice::from_ref(&want),
+            &Scope::All,
+        );
+        assert_eq!(p.unchanged, s(&[A]));
+        let narrowed = AccessPolicy {
+            scope: PolicyScope::Namespaces {
+                namespaces: vec!["default".into()],
+            },
+            ..admin.clone()
+        };
+        for drift in [vec![narrowed], vec![]] {
+            let p = plan(
+                &state(vec![entry(Some(drift.clone()))], &[]),
+                std::slice::from_ref(&want),
+                &Scope::All,
+            );
+            assert_eq!(
+                p.changes,
+                vec![Change::Update {
+                    from: Grant {
+                        policies: drift,
+                        ..want.clone()
+                    },
+                    to: want.clone()
+                }]
+            );
+        }
+        let p = plan(
+            &state(vec![entry(None)], &[]),
+            std::slice::from_ref(&want),
+            &Scope::All,
+        );
+        assert!(p.changes.is_empty());
+    }
+
+    #[test]
+    fn retiring_aws_auth_mappings() {
+        // aws-auth: alice, bob, carol ours; dave foreign. Entries: alice right, bob to be added, carol's
+        // entry is someone else's (skipped); nobody wants dave or erin (ours).
+        const E: &str = "arn:aws:iam::123456789012:user/erin";
+        const D: &str = "arn:aws:iam::123456789012:user/dave";
+        let legacy = state(
+            vec![
+                e(A, "alice", MASTERS, OURS),
+                e(B, "bob", MASTERS, OURS),
+                e(C, "carol", MASTERS, OURS),
+                e(D, "dave", MASTERS, Owner::Foreign),
+                e(E, "erin", MASTERS, OURS),
+            ],
+            &[A, B, C, E],
+        );
+        let entries = state(
+            vec![
+                e(A, "alice", MASTERS, OURS),
+                e(C, "carol", &["x"], Owner::Foreign),
+            ],
+            &[],
+        );
+        let desired = [g(A, "alice"), g(B, "bob"), g(C, "carol")];
+        let ep = plan(&entries, &desired, &Scope::All);
+        let r = retire(&legacy, &ep, &desired, &Scope::All);
+        assert_eq!(
+            r.plan.changes,
+            vec![
+                Change::Remove(g(A, "alice")),
+                Change::Remove(g(B, "bob")),
+                Change::Remove(g(E, "erin")),
+            ]
+        );
+        assert_eq!(r.migrated, s(&[A, B]));
+        let revoked: Vec<&str> = r.revocations().map(|g| g.arn.as_str()).collect();
+        assert_eq!(revoked, [E]);
+        // Carol keeps her mapping (and it stays recorded) until her entry is ours.
+        assert_eq!(r.plan.owned_after, s(&[C]));
+        // Scoped to bob: only bob moves.
+        let r = retire(&legacy, &ep, &[g(B, "bob")], &Scope::Users(s(&["bob"])));
+        assert_eq!(r.migrated, s(&[B]));
+        assert_eq!(r.plan.changes, vec![Change::Remove(g(B, "bob"))]);
+    }
+
     proptest::proptest! {
         /// Whatever the state, the plan never touches an entry that is not ours: every update and removal
         /// names a principal whose only entry is marked ours, and foreign and unclear entries are never
@@ -676,7 +864,7 @@ mod tests {
                     .map(|(i, grp, up, o)| e(&arn(*i, *up), names[*i], &[["system:masters", "viewers", "ops"][*grp]], owners[*o]))
                     .collect(),
                 recorded: recorded.iter().map(|i| arn(*i, false)).collect(),
-                record_tag_key: None,
+                ..Default::default()
             };
             let scope = match scoped {
                 None => Scope::All,

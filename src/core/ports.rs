@@ -42,6 +42,18 @@ pub struct Applied {
     pub attempts: u32,
 }
 
+/// What a store must read on a cluster. `aws-auth` reads its one document whatever this says; access
+/// entries read only the principals a scoped run is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// A full reconcile: everything (and the cluster's authentication mode afresh).
+    pub full: bool,
+    /// A scoped run: the ARNs IAM gave for its users (tagged or not).
+    pub arns: Vec<String>,
+    /// A scoped run: user names IAM no longer knows (deleted or renamed): found by name.
+    pub unresolved: Vec<String>,
+}
+
 /// Where a cluster's grants live (`aws-auth`, access entries). Each store keeps its own optimistic
 /// concurrency: when its write finds the state changed since `read`, it reads again and asks `replan` for
 /// a new decision on the new state — it never writes a plan made on an old state.
@@ -50,12 +62,13 @@ pub trait Store: Sync {
     type Snapshot: Send;
     type Error: std::fmt::Display + Send;
 
-    /// The store's name in reports and audit records.
-    fn name(&self) -> &'static str;
+    /// The store serving `cluster`, for reports and audit records (as of its last read).
+    fn name(&self, cluster: &str) -> &'static str;
 
     fn read(
         &self,
         cluster: &str,
+        target: &Target,
     ) -> impl Future<Output = Result<(ClusterState, Self::Snapshot), Self::Error>> + Send;
 
     fn apply(

@@ -5,10 +5,10 @@
 
 use crate::core::audit::{self, AuditRecord, Counts};
 use crate::core::event::{self, Action, EventError, Intent, Trigger};
-use crate::core::grants::{Desired, IamUser, desired_for_cluster};
+use crate::core::grants::{Desired, IamUser, access_entry_grants, desired_for_cluster};
 use crate::core::guard::{Facts, Guarded, guard};
-use crate::core::plan::{Change, ClusterState, Scope, Skip, SkipKind, plan};
-use crate::core::ports::{Decided, IamError, IamSource, Store};
+use crate::core::plan::{Change, ClusterState, Scope, Skip, SkipKind, plan, retire};
+use crate::core::ports::{Decided, IamError, IamSource, Store, Target};
 use crate::core::settings::Settings;
 use serde::Serialize;
 use serde_json::Value;
@@ -58,7 +58,11 @@ pub struct ClusterReport {
     pub guard: Option<Guarded>,
     pub added: Vec<String>,
     pub updated: Vec<String>,
+    /// Revoked principals (including `aws-auth` mappings revoked on a migrating cluster).
     pub removed: Vec<String>,
+    /// `aws-auth` mappings moved to access entries (mode `API_AND_CONFIG_MAP`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub migrated: Vec<String>,
     pub unchanged: usize,
     pub skipped: Vec<Skip>,
     pub dry_run: bool,
@@ -166,6 +170,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             metrics: Vec::new(),
         };
         // Phase 1: IAM facts. Any failure ends the invocation before a cluster is touched.
+        let mut target = Target::default();
         let (users, scope) = match &intent.action {
             Action::Ignore(reason) => {
                 tracing::info!(%reason, "event ignored");
@@ -176,6 +181,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             Action::ReconcileAll => {
                 let users = self.iam.list_users().await?;
                 tracing::info!(users = users.len(), "read all IAM users");
+                target.full = true;
                 report.intent = "reconcile all users".into();
                 (users, Scope::All)
             }
@@ -183,8 +189,12 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 let mut users: Vec<IamUser> = Vec::new();
                 for name in names {
                     match self.iam.get_user(name).await? {
-                        Some(u) => users.push(u),
+                        Some(u) => {
+                            target.arns.push(u.arn.clone());
+                            users.push(u)
+                        }
                         None => {
+                            target.unresolved.push(name.clone());
                             tracing::info!(user = %name, "IAM user does not exist; its owned entries will be removed")
                         }
                     }
@@ -210,6 +220,9 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             .iter()
             .map(|c| desired_for_cluster(&users, s, c))
             .collect();
+        // The same grants as access entries hold them (used on the clusters access entries serve).
+        let entry_grants: Vec<Desired> =
+            desired.iter().map(|d| access_entry_grants(d, s)).collect();
         for n in desired.iter().flat_map(|d| &d.notes) {
             if !report.notes.contains(n) {
                 tracing::warn!(note = %n, "tag value partly or wholly ignored");
@@ -231,15 +244,28 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         let budget = read_deadline.saturating_duration_since(start);
 
         // Phase 3: read and plan every cluster, concurrently.
-        let decide = |state: &ClusterState, d: &Desired| -> Decided {
-            let mut p = plan(state, &d.grants, &scope);
+        let decide = |state: &ClusterState, (d, e): (&Desired, &Desired)| -> Decided {
+            let grants = if state.access_entries {
+                &e.grants
+            } else {
+                &d.grants
+            };
+            let mut p = plan(state, grants, &scope);
+            if let Some(legacy) = state.legacy.as_deref() {
+                p.retire = Some(Box::new(retire(legacy, &p, grants, &scope)));
+            }
             let g = guard(&mut p, state, &facts);
             Decided { plan: p, guard: g }
         };
-        let reads = s.clusters.iter().zip(&desired).map(|(cluster, d)| async {
-            match tokio::time::timeout_at(read_deadline, self.store.read(cluster)).await {
+        let used_entry_notes = std::sync::atomic::AtomicBool::new(false);
+        let pairs: Vec<(&Desired, &Desired)> = desired.iter().zip(&entry_grants).collect();
+        let reads = s.clusters.iter().zip(&pairs).map(|(cluster, d)| async {
+            match tokio::time::timeout_at(read_deadline, self.store.read(cluster, &target)).await {
                 Ok(Ok((state, snapshot))) => {
-                    let decided = decide(&state, d);
+                    if state.access_entries {
+                        used_entry_notes.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let decided = decide(&state, *d);
                     Phase::Planned {
                         snapshot,
                         decided,
@@ -257,9 +283,17 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             }
         });
         let phases = futures_util::future::join_all(reads).await;
+        if used_entry_notes.into_inner() {
+            for n in entry_grants.iter().flat_map(|d| &d.notes) {
+                if !report.notes.contains(n) {
+                    tracing::warn!(note = %n, "not granted on clusters served by access entries");
+                    report.notes.push(n.clone());
+                }
+            }
+        }
 
         // Phase 4: every plan has been seen by the guard; apply, concurrently.
-        let applies = s.clusters.iter().zip(&desired).zip(phases).map(
+        let applies = s.clusters.iter().zip(&pairs).zip(phases).map(
             |((cluster, d), phase)| async move {
                 let (snapshot, decided, spent) = match phase {
                     Phase::Failed(e, spent) => return (None, Err(e), spent),
@@ -273,7 +307,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 if dry_run || decided.plan.hold {
                     return (Some(decided), Ok((false, 1)), spent);
                 }
-                let replan = |st: &ClusterState| decide(st, d);
+                let replan = |st: &ClusterState| decide(st, *d);
                 let writing = Instant::now();
                 let (decided, outcome) = match tokio::time::timeout_at(
                     deadline_after(Instant::now(), spent),
@@ -328,7 +362,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 time: &time,
                 deployment: &s.deployment_id,
                 cluster,
-                store: self.store.name(),
+                store: self.store.name(cluster),
                 dry_run,
                 applied: written,
                 trigger: &intent.trigger,
@@ -354,13 +388,14 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             ));
             let mut r = ClusterReport {
                 cluster: cluster.clone(),
-                store: self.store.name(),
+                store: self.store.name(cluster),
                 status,
                 error: error.clone(),
                 guard: decided.guard.clone(),
                 added: Vec::new(),
                 updated: Vec::new(),
                 removed: Vec::new(),
+                migrated: Vec::new(),
                 unchanged: p.unchanged.len(),
                 skipped: p.skipped.clone(),
                 dry_run,
@@ -378,6 +413,16 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                     Change::Add(g) => r.added.push(g.arn.clone()),
                     Change::Update { to, .. } => r.updated.push(to.arn.clone()),
                     Change::Remove(g) => r.removed.push(g.arn.clone()),
+                }
+            }
+            if let (false, Some(ret)) = (failed, p.retire.as_deref()) {
+                for c in &ret.plan.changes {
+                    let arn = &c.grant().arn;
+                    if ret.migrated.contains(arn) {
+                        r.migrated.push(arn.clone());
+                    } else {
+                        r.removed.push(arn.clone());
+                    }
                 }
             }
             log_cluster(&r);
@@ -442,6 +487,7 @@ fn log_cluster(r: &ClusterReport) {
         added = r.added.len(),
         updated = r.updated.len(),
         removed = r.removed.len(),
+        migrated = r.migrated.len(),
         unchanged = r.unchanged,
         skipped = r.skipped.len(),
         written = r.written,
@@ -503,10 +549,10 @@ mod tests {
     impl Store for MemStore {
         type Snapshot = ();
         type Error = String;
-        fn name(&self) -> &'static str {
+        fn name(&self, _: &str) -> &'static str {
             "memory"
         }
-        async fn read(&self, cluster: &str) -> Result<(ClusterState, ()), String> {
+        async fn read(&self, cluster: &str, _: &Target) -> Result<(ClusterState, ()), String> {
             self.log.lock().unwrap().push(format!("read {cluster}"));
             match cluster {
                 "broken" => return Err("unreachable".into()),
@@ -564,6 +610,7 @@ mod tests {
             username: Some(g.username.clone()),
             groups: g.groups.clone(),
             id: None,
+            policies: None,
             owner: Owner::Us { marked: true },
         }
     }
@@ -617,6 +664,7 @@ mod tests {
                         username: (*n).into(),
                         groups: vec!["system:masters".into()],
                         id: None,
+                        policies: vec![],
                     })
                 })
                 .collect(),

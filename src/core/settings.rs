@@ -20,6 +20,41 @@ pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Names this deployment's ownership records unless `DEPLOYMENT_ID` says otherwise.
 pub const DEFAULT_DEPLOYMENT_ID: &str = "default";
 
+/// Access policies an access-entry grant gets, unless `ACCESS_POLICIES` says otherwise.
+pub const DEFAULT_ACCESS_POLICIES: &str = "AmazonEKSClusterAdminPolicy";
+/// Where EKS's managed access policies live; a short name in `ACCESS_POLICIES` is taken from here.
+pub const ACCESS_POLICY_ARN_PREFIX: &str = "arn:aws:eks::aws:cluster-access-policy/";
+
+/// Which store holds a cluster's grants (`ACCESS_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessStore {
+    /// By the cluster's authentication mode: `CONFIG_MAP` → `aws-auth`; `API_AND_CONFIG_MAP` and `API` →
+    /// access entries (with this deployment's `aws-auth` entries migrated in `API_AND_CONFIG_MAP`).
+    Auto,
+    /// Always `aws-auth` (refused on an `API` cluster, which does not read it).
+    AwsAuth,
+    /// Always access entries (refused on a `CONFIG_MAP` cluster, which has none).
+    AccessEntries,
+}
+
+/// Where an access policy applies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum PolicyScope {
+    #[serde(rename = "cluster")]
+    Cluster,
+    #[serde(rename = "namespace")]
+    Namespaces { namespaces: Vec<String> },
+}
+
+/// An EKS access policy with its scope, as an access-entry grant carries it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicy {
+    pub arn: String,
+    pub scope: PolicyScope,
+}
+
 /// Placeholders a username template may contain.
 const TEMPLATE_PLACEHOLDERS: [&str; 2] = ["{{UserName}}", "{{AccountID}}"];
 
@@ -53,6 +88,10 @@ pub struct Settings {
     /// Which deployment this is: its entries and ownership records carry this id, so two deployments
     /// (say with different tag keys) can share a cluster without touching each other's entries.
     pub deployment_id: String,
+    /// Which store serves each cluster.
+    pub access_store: AccessStore,
+    /// The access policies an access-entry grant gets (sorted, no duplicates).
+    pub access_policies: Vec<AccessPolicy>,
 }
 
 impl Settings {
@@ -154,7 +193,25 @@ impl Settings {
             });
         }
 
+        let access_store = match non_empty(&get, "ACCESS_STORE").as_deref() {
+            None | Some("auto") => AccessStore::Auto,
+            Some("aws-auth") => AccessStore::AwsAuth,
+            Some("access-entries") => AccessStore::AccessEntries,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "ACCESS_STORE",
+                    value: other.into(),
+                    reason: "expected auto, aws-auth or access-entries".into(),
+                });
+            }
+        };
+        let access_policies = parse_access_policies(
+            &non_empty(&get, "ACCESS_POLICIES").unwrap_or_else(|| DEFAULT_ACCESS_POLICIES.into()),
+        )?;
+
         Ok(Settings {
+            access_store,
+            access_policies,
             clusters,
             tag_key,
             groups,
@@ -169,6 +226,75 @@ impl Settings {
     pub fn manages(&self, cluster: &str) -> bool {
         self.clusters.iter().any(|c| c == cluster)
     }
+}
+
+/// `ACCESS_POLICIES`: comma-separated policies, each a name under [`ACCESS_POLICY_ARN_PREFIX`] or a full
+/// ARN, cluster-scoped unless followed by `=ns1 ns2` (namespace scope), e.g.
+/// `AmazonEKSClusterAdminPolicy` or `AmazonEKSAdminPolicy=team-a team-b, AmazonEKSViewPolicy`.
+pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: "ACCESS_POLICIES",
+        value: raw.to_string(),
+        reason,
+    };
+    let mut out: Vec<AccessPolicy> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, namespaces) = match item.split_once('=') {
+            Some((n, ns)) => (n.trim(), Some(ns)),
+            None => (item, None),
+        };
+        let arn = if name.starts_with("arn:") {
+            name.to_string()
+        } else {
+            format!("{ACCESS_POLICY_ARN_PREFIX}{name}")
+        };
+        let policy_name = arn.rsplit('/').next().unwrap_or_default();
+        let arn_ok = arn.starts_with("arn:aws")
+            && arn.contains(":eks::aws:cluster-access-policy/")
+            && !policy_name.is_empty()
+            && policy_name.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !arn_ok {
+            return Err(invalid(format!(
+                "{name:?} is not an EKS access policy (a name such as AmazonEKSClusterAdminPolicy, or its ARN)"
+            )));
+        }
+        let scope = match namespaces {
+            None => PolicyScope::Cluster,
+            Some(ns) => {
+                let mut list: Vec<String> = ns.split_whitespace().map(str::to_string).collect();
+                list.sort();
+                list.dedup();
+                if list.is_empty() {
+                    return Err(invalid(format!("{name}= names no namespace")));
+                }
+                if let Some(bad) = list.iter().find(|n| !valid_namespace(n)) {
+                    return Err(invalid(format!(
+                        "{bad:?} is not a Kubernetes namespace name"
+                    )));
+                }
+                PolicyScope::Namespaces { namespaces: list }
+            }
+        };
+        if out.iter().any(|p| p.arn == arn) {
+            return Err(invalid(format!("{name} is given twice")));
+        }
+        out.push(AccessPolicy { arn, scope });
+    }
+    if out.is_empty() {
+        return Err(invalid("at least one access policy is needed".into()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A DNS-1123 label (Kubernetes namespace names; `*` prefixes are not supported here).
+fn valid_namespace(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
 }
 
 fn non_empty(get: &impl Fn(&str) -> Option<String>, key: &str) -> Option<String> {
@@ -272,6 +398,65 @@ mod tests {
         assert_eq!(s.max_removals, Some(10));
         assert_eq!(s.cluster_timeout, Duration::from_secs(20));
         assert_eq!(s.deployment_id, "default");
+        assert_eq!(s.access_store, AccessStore::Auto);
+        assert_eq!(
+            s.access_policies,
+            vec![AccessPolicy {
+                arn: "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy".into(),
+                scope: PolicyScope::Cluster
+            }]
+        );
+    }
+
+    #[test]
+    fn access_settings() {
+        let with = |k: &str, v: &str| settings(&[("CLUSTER_NAMES", "prod"), (k, v)]);
+        assert_eq!(
+            with("ACCESS_STORE", "aws-auth").unwrap().access_store,
+            AccessStore::AwsAuth
+        );
+        assert_eq!(
+            with("ACCESS_STORE", "access-entries").unwrap().access_store,
+            AccessStore::AccessEntries
+        );
+        assert!(with("ACCESS_STORE", "configmap").is_err());
+        let p = with(
+            "ACCESS_POLICIES",
+            "AmazonEKSViewPolicy, AmazonEKSAdminPolicy=team-b team-a team-a",
+        )
+        .unwrap()
+        .access_policies;
+        assert_eq!(
+            p,
+            vec![
+                AccessPolicy {
+                    arn: format!("{ACCESS_POLICY_ARN_PREFIX}AmazonEKSAdminPolicy"),
+                    scope: PolicyScope::Namespaces {
+                        namespaces: vec!["team-a".into(), "team-b".into()]
+                    }
+                },
+                AccessPolicy {
+                    arn: format!("{ACCESS_POLICY_ARN_PREFIX}AmazonEKSViewPolicy"),
+                    scope: PolicyScope::Cluster
+                },
+            ]
+        );
+        let full = "arn:aws-us-gov:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+        assert_eq!(
+            with("ACCESS_POLICIES", full).unwrap().access_policies[0].arn,
+            full
+        );
+        for bad in [
+            "arn:aws:iam::aws:policy/AdministratorAccess",
+            "AmazonEKSViewPolicy=",
+            "AmazonEKSViewPolicy=Team_A",
+            "AmazonEKSViewPolicy,AmazonEKSViewPolicy",
+            "Amazon EKS",
+            ",",
+        ] {
+            let e = with("ACCESS_POLICIES", bad).unwrap_err().to_string();
+            assert!(e.contains("ACCESS_POLICIES"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,4 +1,344 @@
-//! Where grants live, one module per store. Each implements [`crate::core::ports::Store`] and keeps its
-//! own format and optimistic concurrency.
+//! Where grants live, one module per store ([`aws_auth`], [`access_entries`]), each with its own format and
+//! concurrency control, and [`Stores`]: the [`crate::core::ports::Store`] the reconcile uses, which picks
+//! the store of each cluster from its authentication mode (`ACCESS_STORE`).
+//!
+//! | mode | `auto` | what else |
+//! |---|---|---|
+//! | `CONFIG_MAP` | `aws-auth` | access entries do not exist there |
+//! | `API_AND_CONFIG_MAP` | access entries | this deployment's `aws-auth` mappings are retired: moved once the principal's entry and policies are confirmed, revoked when not granted |
+//! | `API` | access entries | `aws-auth` is not read by EKS, so it is not read here either: no token, no Kubernetes call |
 
+pub mod access_entries;
 pub mod aws_auth;
+
+use crate::adapters::aws::{AuthMode, Directory, EksError};
+use crate::core::plan::ClusterState;
+use crate::core::ports::{Applied, Decided, Store, Target};
+use crate::core::settings::{AccessPolicy, AccessStore};
+use access_entries::{AccessEntriesError, AccessEntryStore};
+use aws_auth::{AwsAuthStore, AwsAuthStoreError};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cluster {cluster}: {source}")]
+    Eks { cluster: String, source: EksError },
+    #[error(
+        "cluster {cluster}: ACCESS_STORE={setting} does not fit its authentication mode {mode}: {advice}"
+    )]
+    Mismatch {
+        cluster: String,
+        setting: &'static str,
+        mode: &'static str,
+        advice: &'static str,
+    },
+    #[error(transparent)]
+    AwsAuth(#[from] AwsAuthStoreError),
+    #[error(transparent)]
+    Entries(#[from] AccessEntriesError),
+}
+
+/// Which store serves a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    AwsAuth,
+    /// Access entries; `migrate`: the cluster still reads `aws-auth`, where this deployment's mappings
+    /// are retired.
+    Entries {
+        migrate: bool,
+    },
+}
+
+impl Served {
+    pub fn name(self) -> &'static str {
+        match self {
+            Served::AwsAuth => AwsAuthStore::NAME,
+            Served::Entries { .. } => access_entries::NAME,
+        }
+    }
+}
+
+fn setting_name(s: AccessStore) -> &'static str {
+    match s {
+        AccessStore::Auto => "auto",
+        AccessStore::AwsAuth => "aws-auth",
+        AccessStore::AccessEntries => "access-entries",
+    }
+}
+
+/// The store for a cluster in `mode` under `ACCESS_STORE=choice`, or why none fits.
+pub fn choose(choice: AccessStore, mode: AuthMode) -> Result<Served, &'static str> {
+    match (choice, mode) {
+        (AccessStore::Auto | AccessStore::AwsAuth, AuthMode::ConfigMap) => Ok(Served::AwsAuth),
+        (AccessStore::AwsAuth, AuthMode::ApiAndConfigMap) => Ok(Served::AwsAuth),
+        (AccessStore::AwsAuth, AuthMode::Api) => Err(
+            "EKS does not read aws-auth on this cluster, so a grant written there would do nothing; set ACCESS_STORE=auto",
+        ),
+        (AccessStore::AccessEntries, AuthMode::ConfigMap) => Err(
+            "the cluster has no access entries; move it to API_AND_CONFIG_MAP (aws eks update-cluster-config --access-config authenticationMode=API_AND_CONFIG_MAP) or set ACCESS_STORE=auto",
+        ),
+        (_, AuthMode::ApiAndConfigMap) => Ok(Served::Entries { migrate: true }),
+        (_, AuthMode::Api) => Ok(Served::Entries { migrate: false }),
+    }
+}
+
+/// Both stores, and the directory that says which one serves each cluster.
+pub struct Stores {
+    directory: Arc<Directory>,
+    aws_auth: AwsAuthStore,
+    entries: AccessEntryStore,
+    choice: AccessStore,
+    /// The configured access policies (a migrated mapping is removed only once its entry holds them).
+    policies: Vec<AccessPolicy>,
+}
+
+pub enum Snapshot {
+    AwsAuth(Box<aws_auth::Snapshot>),
+    Entries(Box<EntriesSnapshot>),
+}
+
+pub struct EntriesSnapshot {
+    entries: access_entries::Snapshot,
+    /// The entries as read, without `legacy` (a re-plan of `aws-auth` after a conflict starts from it).
+    state: ClusterState,
+    legacy: Option<(ClusterState, aws_auth::Snapshot)>,
+}
+
+impl Stores {
+    pub fn new(
+        directory: Arc<Directory>,
+        aws_auth: AwsAuthStore,
+        entries: AccessEntryStore,
+        choice: AccessStore,
+        policies: Vec<AccessPolicy>,
+    ) -> Self {
+        Stores {
+            directory,
+            aws_auth,
+            entries,
+            choice,
+            policies,
+        }
+    }
+
+    fn served(&self, cluster: &str, mode: AuthMode) -> Result<Served, StoreError> {
+        choose(self.choice, mode).map_err(|advice| StoreError::Mismatch {
+            cluster: cluster.into(),
+            setting: setting_name(self.choice),
+            mode: mode.as_str(),
+            advice,
+        })
+    }
+
+    async fn read_served(
+        &self,
+        cluster: &str,
+        served: Served,
+        target: &Target,
+    ) -> Result<(ClusterState, Snapshot), StoreError> {
+        match served {
+            Served::AwsAuth => {
+                let (state, snap) = self.aws_auth.read(cluster).await?;
+                Ok((state, Snapshot::AwsAuth(Box::new(snap))))
+            }
+            Served::Entries { migrate } => {
+                let (mut state, entries) = self.entries.read(cluster, target).await?;
+                let plain = state.clone();
+                let legacy = if migrate {
+                    let (legacy_state, snap) = self.aws_auth.read(cluster).await?;
+                    state.legacy = Some(Box::new(legacy_state.clone()));
+                    Some((legacy_state, snap))
+                } else {
+                    None
+                };
+                Ok((
+                    state,
+                    Snapshot::Entries(Box::new(EntriesSnapshot {
+                        entries,
+                        state: plain,
+                        legacy,
+                    })),
+                ))
+            }
+        }
+    }
+}
+
+impl Store for Stores {
+    type Snapshot = Snapshot;
+    type Error = StoreError;
+
+    fn name(&self, cluster: &str) -> &'static str {
+        match self.directory.cached_mode(cluster) {
+            Some(mode) => choose(self.choice, mode).map_or("none", Served::name),
+            None => match self.choice {
+                AccessStore::AwsAuth => AwsAuthStore::NAME,
+                AccessStore::AccessEntries => access_entries::NAME,
+                AccessStore::Auto => "unknown",
+            },
+        }
+    }
+
+    async fn read(
+        &self,
+        cluster: &str,
+        target: &Target,
+    ) -> Result<(ClusterState, Snapshot), StoreError> {
+        // A full reconcile describes the cluster afresh: a mode change is picked up by the next one.
+        let described = if target.full {
+            self.directory.refresh(cluster).await
+        } else {
+            self.directory.get(cluster).await
+        };
+        let info = described.map_err(|source| StoreError::Eks {
+            cluster: cluster.into(),
+            source,
+        })?;
+        let served = self.served(cluster, info.auth_mode)?;
+        match self.read_served(cluster, served, target).await {
+            // EKS says the mode does not allow access entries: what we knew of the cluster is stale.
+            Err(StoreError::Entries(AccessEntriesError::WrongMode { .. })) => {
+                tracing::warn!(
+                    cluster,
+                    "EKS refused access entries; describing the cluster again"
+                );
+                let info =
+                    self.directory
+                        .refresh(cluster)
+                        .await
+                        .map_err(|source| StoreError::Eks {
+                            cluster: cluster.into(),
+                            source,
+                        })?;
+                let served = self.served(cluster, info.auth_mode)?;
+                self.read_served(cluster, served, target).await
+            }
+            other => other,
+        }
+    }
+
+    async fn apply(
+        &self,
+        cluster: &str,
+        snapshot: Snapshot,
+        decided: Decided,
+        replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+    ) -> Result<Applied, StoreError> {
+        let (entries, state, legacy) = match snapshot {
+            Snapshot::AwsAuth(s) => {
+                return Ok(self.aws_auth.apply(cluster, *s, decided, replan).await?);
+            }
+            Snapshot::Entries(e) => {
+                let EntriesSnapshot {
+                    entries,
+                    state,
+                    legacy,
+                } = *e;
+                (entries, state, legacy)
+            }
+        };
+        let legacy_state = legacy.as_ref().map(|(s, _)| Box::new(s.clone()));
+        let with_legacy = |st: &ClusterState| {
+            let mut full = st.clone();
+            full.legacy = legacy_state.clone();
+            replan(&full)
+        };
+        let mut applied = match self
+            .entries
+            .apply(cluster, entries, decided, &with_legacy)
+            .await
+        {
+            Err(e @ AccessEntriesError::WrongMode { .. }) => {
+                self.directory.forget(cluster);
+                return Err(e.into());
+            }
+            other => other?,
+        };
+        let (Some((_, legacy_snap)), false) = (legacy, applied.decided.plan.hold) else {
+            return Ok(applied);
+        };
+        let Some(retire) = applied.decided.plan.retire.as_deref() else {
+            return Ok(applied);
+        };
+        // Every mapping that moves is removed only after its access entry is confirmed ours, with its policies.
+        let moving: Vec<String> = retire
+            .plan
+            .changes
+            .iter()
+            .map(|c| c.grant().arn.clone())
+            .filter(|a| retire.migrated.contains(a))
+            .collect();
+        if !moving.is_empty() {
+            self.entries
+                .confirm(cluster, &moving, &self.policies)
+                .await?;
+        }
+        let legacy_replan = |aws: &ClusterState| {
+            let mut full = state.clone();
+            full.legacy = Some(Box::new(aws.clone()));
+            let d = replan(&full);
+            let hold = d.plan.hold;
+            let mut plan = d.plan.retire.map(|r| r.plan).unwrap_or_default();
+            plan.hold |= hold;
+            Decided {
+                plan,
+                guard: d.guard,
+            }
+        };
+        let retired = self
+            .aws_auth
+            .apply(
+                cluster,
+                legacy_snap,
+                Decided {
+                    plan: retire.plan.clone(),
+                    guard: None,
+                },
+                &legacy_replan,
+            )
+            .await?;
+        applied.written |= retired.written;
+        applied.attempts = applied.attempts.max(retired.attempts);
+        if let Some(r) = applied.decided.plan.retire.as_deref_mut() {
+            r.plan = retired.decided.plan;
+        }
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_per_mode_and_setting() {
+        use AccessStore::*;
+        use AuthMode::*;
+        let cases = [
+            (Auto, ConfigMap, Ok(Served::AwsAuth)),
+            (Auto, ApiAndConfigMap, Ok(Served::Entries { migrate: true })),
+            (Auto, Api, Ok(Served::Entries { migrate: false })),
+            (AwsAuth, ConfigMap, Ok(Served::AwsAuth)),
+            (AwsAuth, ApiAndConfigMap, Ok(Served::AwsAuth)),
+            (
+                AccessEntries,
+                ApiAndConfigMap,
+                Ok(Served::Entries { migrate: true }),
+            ),
+            (AccessEntries, Api, Ok(Served::Entries { migrate: false })),
+        ];
+        for (choice, mode, want) in cases {
+            assert_eq!(choose(choice, mode), want, "{choice:?} {mode:?}");
+        }
+        assert!(
+            choose(AwsAuth, Api)
+                .unwrap_err()
+                .contains("does not read aws-auth")
+        );
+        assert!(
+            choose(AccessEntries, ConfigMap)
+                .unwrap_err()
+                .contains("no access entries")
+        );
+    }
+}

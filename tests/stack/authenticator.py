@@ -2,11 +2,20 @@
 
 Checks (pkg/token/token.go): prefix, base64url without padding, length, URL scheme/host/path, allowed query
 keys without duplicates, Action, X-Amz-Expires range, X-Amz-Date window, x-k8s-aws-id among the signed
-headers; then GETs the presigned URL with the cluster id header and maps the caller's canonical ARN through
-the live kube-system/aws-auth ConfigMap (mapUsers, mapRoles, mapAccounts; entry keys case-insensitive).
+headers; then GETs the presigned URL with the cluster id header and maps the caller's canonical ARN as EKS
+does for the cluster's authentication mode (asked of the local EKS emulator):
+- CONFIG_MAP: the live kube-system/aws-auth ConfigMap only (mapUsers, mapRoles, mapAccounts; entry keys
+  case-insensitive);
+- API_AND_CONFIG_MAP: the caller's access entry when there is one (it takes precedence), else aws-auth;
+- API: access entries only.
+An access entry gives its username and kubernetesGroups (EC2_LINUX: the node identity). Its access policies
+stand in for EKS's own authorizer: a cluster-scoped policy adds the group `eks-access-policy:<name>`, which
+the stack binds to the matching Kubernetes ClusterRole (AmazonEKSClusterAdminPolicy → cluster-admin,
+AmazonEKSAdminPolicy → admin, AmazonEKSEditPolicy → edit, AmazonEKSViewPolicy → view). Namespace-scoped
+associations grant nothing here.
 Only the https/STS-host rule is relaxed, to the one local STS endpoint given on the command line.
 
-Run: python authenticator.py --port N --sts http://127.0.0.1:P --ec2 http://127.0.0.1:P \
+Run: python authenticator.py --port N --sts http://127.0.0.1:P --ec2 http://127.0.0.1:P --eks http://127.0.0.1:P \
        --cluster NAME=https://127.0.0.1:PORT ... --admin-token T --ca FILE
 """
 
@@ -143,9 +152,14 @@ def _lower_keys(e):
     return {str(k).lower(): v for k, v in e.items()} if isinstance(e, dict) else None
 
 
+POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
+NODE_GROUPS = {"EC2_LINUX": ["system:bootstrappers", "system:nodes"], "EC2_WINDOWS": ["system:bootstrappers", "system:nodes", "eks:kube-proxy-windows"]}
+
+
 class Mapper:
-    def __init__(self, clusters, admin_token, ca_file, ec2_base):
+    def __init__(self, clusters, admin_token, ca_file, ec2_base, eks_base=None):
         self.clusters = clusters
+        self.eks_base = eks_base or ec2_base
         self.admin_token = admin_token
         self.ctx = ssl.create_default_context(cafile=ca_file)
         self.ec2_base = ec2_base
@@ -177,8 +191,27 @@ class Mapper:
             out = out.replace("{{EC2PrivateDNSName}}", self.private_dns_name(session))
         return out
 
+    def authz(self, cluster, canonical, ident):
+        q = urllib.parse.urlencode({"arn": canonical, "id": ident["userid"].split(":")[0]})
+        with urllib.request.urlopen(f"{self.eks_base}/_emu/eks/{cluster}/authz?{q}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def from_entry(self, entry, ident, session):
+        username = self.expand(entry["username"], ident, session)
+        groups = list(entry.get("kubernetesGroups") or []) + NODE_GROUPS.get(entry["type"], [])
+        for p in entry.get("accessPolicies") or []:
+            if p["accessScope"]["type"] == "cluster" and p["policyArn"].startswith(POLICY_PREFIX):
+                groups.append("eks-access-policy:" + p["policyArn"][len(POLICY_PREFIX):])
+        return username, [self.expand(g, ident, session) for g in groups]
+
     def map(self, cluster, ident):
         canonical, session = canonicalize(ident["arn"])
+        authz = self.authz(cluster, canonical, ident)
+        if authz["entry"] is not None:
+            username, groups = self.from_entry(authz["entry"], ident, session)
+            return username, groups, canonical
+        if authz["mode"] == "API":
+            raise Rejected(f"no access entry for {canonical} (authentication mode API: aws-auth is not read)")
         data = self.aws_auth(cluster)
         key = canonical.lower()
         is_role = ":role/" in canonical
@@ -258,12 +291,13 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--sts", required=True)
     p.add_argument("--ec2", required=True)
+    p.add_argument("--eks", help="the EKS emulator (default: the --ec2 URL)")
     p.add_argument("--cluster", action="append", default=[], help="NAME=https://127.0.0.1:PORT")
     p.add_argument("--admin-token", required=True)
     p.add_argument("--ca", required=True)
     a = p.parse_args()
     clusters = dict(c.split("=", 1) for c in a.cluster)
-    mapper = Mapper(clusters, a.admin_token, a.ca, a.ec2)
+    mapper = Mapper(clusters, a.admin_token, a.ca, a.ec2, a.eks)
 
     def log(msg):
         print(f"[authenticator] {msg}", file=sys.stderr, flush=True)

@@ -12,6 +12,9 @@
 - /_emu/iam/bulk-users (POST {"prefix", "count", "tagged", "tag_key", "tag_value"}) creates many users
   in-process (benchmarks).
 - /_emu/calls (GET) and /_emu/calls/reset (POST): per-service/action request counts, for tests and benchmarks.
+- EKS authentication modes and access entries (eks_access.py): accessConfig on CreateCluster /
+  DescribeCluster / UpdateClusterConfig, the nine access-entry calls, tags on entries;
+  /_emu/eks/<name>/authz?arn=A&id=I (GET) tells the local authenticator the mode and the entry that applies.
 - /_emu/faults (POST {"label": "iam:GetUser", "status": 400, "code": "Throttling", "message": "...",
   "count": N}) answers the next N calls of that action with that error, in the service's own error shape
   (count -1: until cleared; an empty body clears every fault). Lets tests show that only IAM's own
@@ -22,12 +25,14 @@ Run: python awsemu.py --port N   (binds 127.0.0.1 only)
 
 import argparse
 import base64
+import eks_access
 import datetime as dt
 import io
 import json
 import re
 import threading
 import urllib.parse
+import uuid
 from collections import Counter
 from xml.sax.saxutils import escape
 
@@ -169,6 +174,11 @@ def presigned_sts(environ, start_response):
 
 
 def set_eks_cluster(name, body, region):
+    if body.get("authenticationMode"):
+        eks_access.set_mode(name, body["authenticationMode"])
+    if body.get("reset_entries"):
+        with eks_access.LOCK:
+            eks_access.ENTRIES.pop(name, None)
     from moto.eks.models import eks_backends
 
     backend = eks_backends[DEFAULT_ACCOUNT_ID][region]
@@ -202,8 +212,11 @@ def take_fault(label):
         return f
 
 
-def fault_response(start_response, fault):
-    """An IAM (query protocol, XML) error, as real IAM sends it."""
+def fault_response(start_response, fault, label=""):
+    """The service's own error shape: EKS (restJson1) or IAM (query protocol, XML)."""
+    if label.startswith("eks:"):
+        return json_response(start_response, int(fault.get("status", 400)),
+                             {"message": fault.get("message", "injected")}, fault["code"])
     body = (
         '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
         f"<Code>{escape(fault['code'])}</Code><Message>{escape(fault.get('message', 'injected'))}</Message></Error>"
@@ -213,6 +226,15 @@ def fault_response(start_response, fault):
     start_response(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
     return [body]
 IAM_DEFAULT_MAX_ITEMS = 100
+
+
+def json_response(start_response, status, obj, error_code=None):
+    body = json.dumps(obj).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if error_code:
+        headers.append(("x-amzn-ErrorType", error_code))
+    start_response(f"{status} {'OK' if status < 300 else 'Error'}", headers)
+    return [body]
 
 
 def _iam_backend():
@@ -273,8 +295,9 @@ def _classify(environ):
             environ["emu.form"] = urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
             action = dict(environ["emu.form"]).get("Action")
     if action is None and service == "eks":
-        path = environ.get("PATH_INFO", "")
-        action = "DescribeCluster" if environ.get("REQUEST_METHOD") == "GET" and re.fullmatch(r"/clusters/[^/]+", path) else path
+        routed = eks_access.route(environ)
+        environ["emu.eks"] = routed
+        action = routed[0] if routed else environ.get("PATH_INFO", "")
     return f"{service}:{action}"
 
 
@@ -294,12 +317,71 @@ class App:
         fault = take_fault(label)
         if fault:
             _count(f"{label}(fault {fault['code']})")
-            return fault_response(start_response, fault)
+            return fault_response(start_response, fault, label)
+        if environ.get("emu.eks"):
+            _count(label)
+            return self.eks(environ, start_response, *environ["emu.eks"])
         form = environ.get("emu.form") or []
         if label == "iam:GetAccountAuthorizationDetails" and [v for k, v in form if k.startswith("Filter.member")] == ["User"]:
             return authorization_details_users(form, start_response)
         _count(label)
         return self.moto(environ, start_response)
+
+    def _moto_json(self, environ):
+        """Calls moto and returns (status line, headers, parsed JSON body or None, raw body)."""
+        got = {}
+
+        def capture(status, headers, exc_info=None):
+            got["status"], got["headers"] = status, headers
+        raw = b"".join(self.moto(environ, capture))
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return got["status"], got["headers"], parsed, raw
+
+    def eks(self, environ, start_response, action, args):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return json_response(start_response, 400, {"message": "body is not JSON"}, "InvalidParameterException")
+        qs = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        query = {k: (v if k == "tagKeys" else v[-1]) for k, v in qs.items()}
+        try:
+            if action == "DescribeCluster":
+                status, headers, parsed, rawout = self._moto_json(environ)
+                if parsed and "cluster" in parsed:
+                    parsed["cluster"]["accessConfig"] = {"authenticationMode": eks_access.mode_of(args[0]),
+                                                         "bootstrapClusterCreatorAdminPermissions": True}
+                    return json_response(start_response, 200, parsed)
+                start_response(status, headers)
+                return [rawout]
+            if action == "CreateCluster":
+                mode = (body.get("accessConfig") or {}).get("authenticationMode") or "CONFIG_MAP"
+                status, headers, parsed, rawout = self._moto_json(environ)
+                if status.startswith("200") and parsed and "cluster" in parsed:
+                    eks_access.set_mode(parsed["cluster"]["name"], mode)
+                    parsed["cluster"]["accessConfig"] = {"authenticationMode": mode}
+                    return json_response(start_response, 200, parsed)
+                start_response(status, headers)
+                return [rawout]
+            if action == "UpdateClusterConfig":
+                if "accessConfig" not in body:
+                    return self.moto(environ, start_response)
+                eks_access._cluster(self.region, args[0])
+                mode = (body.get("accessConfig") or {}).get("authenticationMode")
+                eks_access.update_mode(args[0], mode)
+                return json_response(start_response, 200, {"update": {
+                    "id": str(uuid.uuid4()), "status": "Successful", "type": "AccessConfigUpdate",
+                    "params": [{"type": "AuthenticationMode", "value": mode}],
+                    "createdAt": dt.datetime.now(dt.timezone.utc).timestamp(), "errors": []}})
+            status, out = eks_access.handle(action, args, environ, self.region, body, query)
+            return json_response(start_response, status, out)
+        except eks_access.EksError as e:
+            return json_response(start_response, e.status, {"message": e.message}, e.code)
 
     def admin(self, environ, start_response, path):
         method = environ["REQUEST_METHOD"]
@@ -322,6 +404,9 @@ class App:
                     FAULTS.clear()
         elif path == "/_emu/iam/bulk-users" and method == "POST":
             bulk_users(body, self.region)
+        elif path.startswith("/_emu/eks/") and path.endswith("/authz") and method == "GET":
+            q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+            out = eks_access.authz(path[len("/_emu/eks/"):-len("/authz")], q.get("arn", ""), q.get("id", ""))
         elif path.startswith("/_emu/eks/") and method == "POST":
             set_eks_cluster(path[len("/_emu/eks/"):], body, body.get("region", self.region))
         else:

@@ -103,8 +103,10 @@ def make_certs(d):
 
 
 class Stack:
-    def __init__(self, clusters=("prod", "staging"), workdir=None, log=None):
+    def __init__(self, clusters=("prod", "staging"), workdir=None, log=None, modes=None):
         self.clusters = list(clusters)
+        # Each cluster's EKS authentication mode at start (CONFIG_MAP unless named here).
+        self.modes = dict(modes or {})
         self.own_workdir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="eks-admin-sync-stack-")
         self.procs = {}
@@ -199,7 +201,7 @@ class Stack:
 
     def _start_authenticator(self):
         argv = [sys.executable, os.path.join(HERE, "authenticator.py"), "--port", str(self.ports["authn"]),
-                "--sts", self.aws_url, "--ec2", self.aws_url, "--admin-token", self.admin_token,
+                "--sts", self.aws_url, "--ec2", self.aws_url, "--eks", self.aws_url, "--admin-token", self.admin_token,
                 "--ca", os.path.join(self.dir, "ca.crt")]
         for c in self.clusters:
             argv += ["--cluster", f"{c}={self.api_url(c)}"]
@@ -309,6 +311,25 @@ class Stack:
         creds = creds or {"aws_access_key_id": "harness", "aws_secret_access_key": "harness"}
         return boto3.client(service, endpoint_url=self.aws_url, region_name=REGION, **creds)
 
+    def eks(self, creds=None):
+        return self.aws("eks", creds)
+
+    def set_mode(self, cluster, mode):
+        """UpdateClusterConfig: the cluster's authentication mode, only ever towards API (as EKS)."""
+        self.eks().update_cluster_config(name=cluster, accessConfig={"authenticationMode": mode})
+
+    def entries(self, cluster):
+        """Every access entry of a cluster: {principalArn: entry + "policies": {policyArn: accessScope}}."""
+        eks = self.eks()
+        out = {}
+        for page in eks.get_paginator("list_access_entries").paginate(clusterName=cluster):
+            for arn in page["accessEntries"]:
+                e = eks.describe_access_entry(clusterName=cluster, principalArn=arn)["accessEntry"]
+                pols = eks.list_associated_access_policies(clusterName=cluster, principalArn=arn)["associatedAccessPolicies"]
+                e["policies"] = {p["policyArn"]: p["accessScope"] for p in pols}
+                out[arn] = e
+        return out
+
     def calls(self):
         with urllib.request.urlopen(f"{self.aws_url}/_emu/calls", timeout=5) as r:
             return json.loads(r.read())
@@ -366,12 +387,18 @@ class Stack:
                            "AWS_SESSION_TOKEN": n["SessionToken"]}
         with open(os.path.join(self.dir, "ca.crt")) as f:
             ca_pem = f.read()
+        self.ca_pem = ca_pem
         for cl in self.clusters:
-            body = json.dumps({"endpoint": self.api_url(cl), "ca_pem": ca_pem}).encode()
-            urllib.request.urlopen(urllib.request.Request(f"{self.aws_url}/_emu/eks/{cl}", data=body, method="POST",
-                                                          headers={"Content-Type": "application/json"}), timeout=10).read()
-            self.kubectl_admin(cl, ["apply", "-f", os.path.join(REPO, "infra", "rbac.yaml")])
+            self.register_cluster(cl, reset_entries=True)
+            self.kubectl_admin(cl, ["apply", "-f", os.path.join(REPO, "infra", "rbac.yaml"),
+                                    "-f", os.path.join(HERE, "access-policy-bindings.yaml")])
             self.seed_aws_auth(cl)
+
+    def register_cluster(self, cl, reset_entries=False):
+        """Points the emulator's EKS cluster at the local API server, in its starting mode."""
+        self.emu(f"/_emu/eks/{cl}", {"endpoint": self.api_url(cl), "ca_pem": self.ca_pem,
+                                      "authenticationMode": self.modes.get(cl, "CONFIG_MAP"),
+                                      "reset_entries": reset_entries})
 
     def kubectl_admin(self, cluster, args):
         out = subprocess.run([KUBECTL, f"--server={self.api_url(cluster)}", f"--token={self.admin_token}",
@@ -472,6 +499,7 @@ class Stack:
         for c in self.clusters:
             if f"apiserver-{c}" not in self.procs:
                 self.start_apiserver(c)
+            self.register_cluster(c, reset_entries=True)
             self.seed_aws_auth(c)
 
 
@@ -528,6 +556,10 @@ def no_ids(users):
     """Entries without the user id the function records (each IAM user's is unique and random here)."""
     return [{k: v for k, v in u.items() if k != "eks-admin-sync-user-id"} if isinstance(u, dict) else u
             for u in users]
+
+
+ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
 
 
 def cluster_report(report, name):

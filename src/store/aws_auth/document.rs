@@ -279,6 +279,7 @@ fn entry_of_value(v: &Value) -> Read {
     let mark = get(MARK_FIELD).map(text);
     let id = get(ID_FIELD).map(text);
     let entry = CurrentEntry {
+        policies: None,
         arn: get("userarn")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -309,6 +310,7 @@ fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
     let mark = item.field(MARK_FIELD).map(text);
     let id = item.field(ID_FIELD).map(text);
     let entry = CurrentEntry {
+        policies: None,
         arn: match item.field("userarn") {
             Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
             _ => None,
@@ -404,6 +406,7 @@ impl AwsAuth {
                 entries,
                 recorded: record.arns.clone(),
                 record_tag_key: record.tag_key.clone(),
+                ..Default::default()
             },
             users,
             record,
@@ -642,6 +645,7 @@ mod tests {
             username: "alice".into(),
             groups: vec!["system:masters".into()],
             id: None,
+            policies: vec![],
         }
     }
 
@@ -784,6 +788,7 @@ mod tests {
             username: "carol".into(),
             groups: vec!["system:masters".into()],
             id: None,
+            policies: vec![],
         };
         let p = plan(doc.state(), &[alice(), carol], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
@@ -997,6 +1002,7 @@ mod tests {
             username: "a.b+c=d,e@f".into(),
             groups: vec!["system:masters".into()],
             id: None,
+            policies: vec![],
         };
         let p = plan(doc.state(), &[g], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();

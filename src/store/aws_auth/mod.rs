@@ -13,7 +13,7 @@ pub mod yaml;
 
 use crate::adapters::kube::{KubeClients, KubeError};
 use crate::core::plan::ClusterState;
-use crate::core::ports::{Applied, Decided, Store};
+use crate::core::ports::{Applied, Decided};
 use document::{AwsAuth, AwsAuthError, Deployment, MAP_USERS, NAME, NAMESPACE, record_annotation};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -268,22 +268,18 @@ impl AwsAuthStore {
     }
 }
 
-impl Store for AwsAuthStore {
-    type Snapshot = Snapshot;
-    type Error = AwsAuthStoreError;
+/// The store is one of two behind [`crate::store::Stores`], which picks it per cluster.
+impl AwsAuthStore {
+    pub const NAME: &'static str = "aws-auth";
 
-    fn name(&self) -> &'static str {
-        "aws-auth"
-    }
-
-    async fn read(&self, cluster: &str) -> Result<(ClusterState, Snapshot), AwsAuthStoreError> {
+    pub async fn read(&self, cluster: &str) -> Result<(ClusterState, Snapshot), AwsAuthStoreError> {
         match self.api(cluster).await?.read().await {
             Err(e) if self.forget_after(cluster, &e) => self.api(cluster).await?.read().await,
             other => other,
         }
     }
 
-    async fn apply(
+    pub async fn apply(
         &self,
         cluster: &str,
         snapshot: Snapshot,
