@@ -22,7 +22,8 @@ pub enum KubeError {
 pub struct KubeClients {
     directory: Arc<Directory>,
     signer: Signer,
-    clients: Mutex<HashMap<String, (Client, SystemTime)>>,
+    /// Per cluster: the client, when its token was signed, and the endpoint it was built for.
+    clients: Mutex<HashMap<String, (Client, SystemTime, String)>>,
 }
 
 impl KubeClients {
@@ -35,16 +36,21 @@ impl KubeClients {
     }
 
     pub async fn client(&self, cluster: &str) -> Result<Client, KubeError> {
-        if let Some((client, signed_at)) = self.lock().get(cluster)
+        // The directory answers from its cache; a client built for another endpoint (the directory was
+        // described afresh and the cluster moved) is not reused.
+        let info = self.directory.get(cluster).await?;
+        if let Some((client, signed_at, endpoint)) = self.lock().get(cluster)
             && signed_at.elapsed().is_ok_and(|age| age < RESIGN_AFTER)
+            && *endpoint == info.endpoint
         {
             return Ok(client.clone());
         }
-        let info = self.directory.get(cluster).await?;
         let (token, signed_at) = self.signer.sign(cluster).await?;
         let client = build_client(&info, token).map_err(KubeError::Client)?;
-        self.lock()
-            .insert(cluster.to_string(), (client.clone(), signed_at));
+        self.lock().insert(
+            cluster.to_string(),
+            (client.clone(), signed_at, info.endpoint.clone()),
+        );
         Ok(client)
     }
 
@@ -56,7 +62,7 @@ impl KubeClients {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Client, SystemTime)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Client, SystemTime, String)>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -61,7 +61,6 @@ pub struct ClusterReport {
     /// Revoked principals (including `aws-auth` mappings revoked on a migrating cluster).
     pub removed: Vec<String>,
     /// `aws-auth` mappings moved to access entries (mode `API_AND_CONFIG_MAP`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub migrated: Vec<String>,
     pub unchanged: usize,
     pub skipped: Vec<Skip>,

@@ -76,14 +76,14 @@ def test_a_moved_cluster_is_described_again(stack):
         stack.reset_calls()
         kind, result = rt.invoke({"action": "reconcile"})
         assert kind == "response" and cluster_report(result, "prod")["added"] == [ALICE], result
-        kind, result = rt.invoke({"action": "reconcile"})
+        kind, result = rt.invoke({"action": "reconcile", "user": "alice"})
         assert kind == "response", result
-        assert stack.calls().get("eks:DescribeCluster") == 1, "warm: the directory answers"
+        assert stack.calls().get("eks:DescribeCluster") == 1, "warm: the directory answers a user's event"
 
         # The cluster moves: its old endpoint is gone, DescribeCluster names the new one.
         old.close()
         stack.emu("/_emu/eks/prod", {"endpoint": stack.api_url("prod"), "ca_pem": ca})
-        kind, result = rt.invoke({"action": "reconcile"})
+        kind, result = rt.invoke({"action": "reconcile", "user": "alice"})
         assert kind == "error", "the old endpoint cannot be reached"
         assert result["errorType"] == "ClustersNeedAttention", result
         assert result["errorMessage"].count("cluster prod:") == 1, result
@@ -92,6 +92,10 @@ def test_a_moved_cluster_is_described_again(stack):
         assert kind == "response", result
         assert cluster_report(result, "prod")["removed"] == [ALICE]
         assert stack.calls().get("eks:DescribeCluster") == 2, "described again after the failure, once"
+        # A full reconcile describes every cluster afresh (a change of authentication mode is seen at once).
+        kind, result = rt.invoke({"action": "reconcile"})
+        assert kind == "response", result
+        assert stack.calls().get("eks:DescribeCluster") == 3
     finally:
         fn.terminate()
         fn.wait(timeout=10)

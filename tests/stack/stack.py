@@ -444,6 +444,14 @@ class Stack:
             report = json.loads(p.stdout)
         return p.returncode, report, p.stderr
 
+    def run_reconcile(self, clusters=None, extra=None, force=False):
+        """`eks-admin-sync reconcile` (optionally on some clusters only); returns (exit code, report, stderr)."""
+        env = dict(extra or {})
+        if clusters:
+            env["CLUSTER_NAMES"] = clusters
+        p = self.run(["reconcile"] + (["--force"] if force else []), env)
+        return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), p.stderr
+
     def kubeconfig(self, cluster, creds):
         """A kubeconfig whose exec plugin is `eks-admin-sync token`, as `aws eks update-kubeconfig` writes."""
         path = os.path.join(self.dir, f"kubeconfig-{cluster}-{creds['AWS_ACCESS_KEY_ID']}")

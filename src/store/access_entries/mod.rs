@@ -509,12 +509,25 @@ impl AccessEntryStore {
     ) -> (bool, Result<(), Stop>) {
         match c {
             Change::Add(g) => match self.create(cluster, g).await {
-                Ok(()) => (
-                    true,
-                    self.associate_all(cluster, g, &[])
-                        .await
-                        .map_err(Stop::Fail),
-                ),
+                Ok(()) => match self.associate_all(cluster, g, &[]).await {
+                    Ok(()) => (true, Ok(())),
+                    Err(e) => {
+                        // An entry without its policies grants nothing, yet in API_AND_CONFIG_MAP it takes
+                        // precedence over the principal's aws-auth mapping: take it back, so that nothing
+                        // is lost until the next run makes it whole.
+                        let undone = self
+                            .client
+                            .delete_access_entry()
+                            .cluster_name(cluster)
+                            .principal_arn(&g.arn)
+                            .send()
+                            .await;
+                        if let Err(d) = undone {
+                            tracing::error!(cluster, principal = %g.arn, error = %DisplayErrorContext(&d), "could not remove the incomplete access entry");
+                        }
+                        (true, Err(Stop::Fail(e)))
+                    }
+                },
                 Err(stop) => (false, Err(stop)),
             },
             Change::Update { from, to } => self.update(cluster, snapshot, from, to).await,
@@ -600,7 +613,7 @@ impl AccessEntryStore {
                                 principal: g.arn.clone(),
                                 reason: format!(
                                     "AssociateAccessPolicy {} still finds no entry after {SETTLE_TRIES} tries; the \
-                                     entry exists without its policy and the next run associates it",
+                                     next run tries again",
                                     p.arn
                                 ),
                             });

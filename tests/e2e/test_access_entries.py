@@ -1,0 +1,330 @@
+"""Access entries, end to end: three clusters, one per EKS authentication mode.
+
+cm: CONFIG_MAP (aws-auth only), mixed: API_AND_CONFIG_MAP (entry first, then aws-auth), api: API (entries only).
+Each runs a real kube-apiserver; the local authenticator follows the mode as EKS does and maps
+AmazonEKSClusterAdminPolicy to cluster-admin. Users reach the clusters with `eks-admin-sync token`.
+"""
+
+import json
+import time
+
+import pytest
+
+from stack import (ACCOUNT, ADMIN_POLICY, NODE_ROLE, VIEW_POLICY, Stack, audit_records, cluster_report, ct_event,
+                   map_users, metric_lines, ours)
+
+MODES = {"cm": "CONFIG_MAP", "mixed": "API_AND_CONFIG_MAP", "api": "API"}
+ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
+BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
+VIEWER = f"arn:aws:iam::{ACCOUNT}:user/viewer"
+NODE = f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}"
+TAG = {"eks-cluster-admin": "true"}
+
+
+@pytest.fixture(scope="module")
+def modes_session():
+    s = Stack(clusters=tuple(MODES), modes=MODES).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def st(modes_session):
+    modes_session.reset()
+    yield modes_session
+
+
+def seed_foreign(st):
+    """What other people put on the entry clusters: the node role (EC2_LINUX) and a hand-made view entry."""
+    viewer = st.create_user("viewer")
+    eks = st.eks()
+    for c in ("mixed", "api"):
+        eks.create_access_entry(clusterName=c, principalArn=NODE, type="EC2_LINUX")
+        eks.create_access_entry(clusterName=c, principalArn=VIEWER, username="viewer", kubernetesGroups=["readers"],
+                                tags={"team": "platform"})
+        eks.associate_access_policy(clusterName=c, principalArn=VIEWER, policyArn=VIEW_POLICY,
+                                    accessScope={"type": "cluster"})
+    return viewer
+
+
+def foreign(st, cluster):
+    return {a: e for a, e in st.entries(cluster).items() if a in (NODE, VIEWER)}
+
+
+def can_admin(st, cluster, creds):
+    return st.kubectl_as(cluster, creds, ["get", "all", "-A"]).returncode == 0
+
+
+def stores(report):
+    return {c["cluster"]: c["store"] for c in report["clusters"]}
+
+
+def test_tag_then_untag_on_every_mode(st):
+    viewer = seed_foreign(st)
+    before = {c: foreign(st, c) for c in ("mixed", "api")}
+    alice = st.create_user("alice", TAG)
+    assert not any(can_admin(st, c, alice) for c in MODES)
+
+    rc, report, err = st.handle_event(ct_event("TagUser", {"userName": "alice", "tags": [
+        {"key": "eks-cluster-admin", "value": "true"}]}))
+    assert rc == 0, err
+    assert stores(report) == {"cm": "aws-auth", "mixed": "access-entries", "api": "access-entries"}
+    for c in MODES:
+        assert cluster_report(report, c)["added"] == [ALICE], report
+        assert can_admin(st, c, alice), c
+    user_id = st.iam().get_user(UserName="alice")["User"]["UserId"]
+    for c in ("mixed", "api"):
+        e = st.entries(c)[ALICE]
+        assert e["type"] == "STANDARD" and e["username"] == "alice"
+        assert e["kubernetesGroups"] == [], "system:masters cannot be written in an entry; the policy gives admin"
+        assert e["policies"] == {ADMIN_POLICY: {"type": "cluster", "namespaces": []}}
+        assert e["tags"] == {"eks-admin-sync": "default", "eks-admin-sync-user-id": user_id,
+                             "eks-admin-sync-tag-key": "eks-cluster-admin"}
+    # aws-auth is written only where it is the store.
+    assert [u["userarn"] for u in map_users(st.get_aws_auth("cm"))] == [ALICE]
+    for c in ("mixed", "api"):
+        assert map_users(st.get_aws_auth(c)) == []
+    # On the API cluster the function signed no token and made no Kubernetes call.
+    assert st.function_requests("api") == []
+    records = audit_records(err)
+    assert {(r["cluster"], r["store"], r["action"]) for r in records} == {
+        ("cm", "aws-auth", "grant"), ("mixed", "access-entries", "grant"), ("api", "access-entries", "grant")}
+
+    st.iam().untag_user(UserName="alice", TagKeys=["eks-cluster-admin"])
+    rc, report, err = st.handle_event(ct_event("UntagUser", {"userName": "alice", "tagKeys": ["eks-cluster-admin"]}))
+    assert rc == 0, err
+    for c in MODES:
+        assert cluster_report(report, c)["removed"] == [ALICE], report
+    time.sleep(1.1)
+    for c in MODES:
+        assert not can_admin(st, c, alice), c
+    for c in ("mixed", "api"):
+        assert ALICE not in st.entries(c)
+        assert foreign(st, c) == before[c], "other people's entries are never changed"
+    assert st.function_requests("api") == []
+    # The hand-made view entry still works, and still only views; the node role still authenticates as a node.
+    viewing = st.kubectl_as("api", viewer, ["get", "pods", "-A"])
+    assert viewing.returncode == 0, viewing.stderr
+    assert st.kubectl_as("api", viewer, ["create", "namespace", "x"]).returncode != 0
+    who = st.kubectl_as("api", st.node_creds, ["auth", "whoami", "-o", "json"])
+    assert who.returncode == 0, who.stderr
+    info = json.loads(who.stdout)["status"]["userInfo"]
+    assert info["username"].startswith("system:node:") and "system:nodes" in info["groups"]
+
+
+def test_a_failed_iam_read_removes_nothing(st):
+    seed_foreign(st)
+    alice = st.create_user("alice", TAG)
+    rc, report, err = st.run_reconcile()
+    assert rc == 0, err
+    entries = {c: st.entries(c) for c in ("mixed", "api")}
+    st.emu("/_emu/faults", {"label": "iam:GetAccountAuthorizationDetails", "status": 503,
+                            "code": "ServiceUnavailable", "count": -1})
+    rc, report, err = st.run_reconcile()
+    assert rc != 0 and "nothing was written" in err, err
+    st.emu("/_emu/faults", {})
+    for c in ("mixed", "api"):
+        assert st.entries(c) == entries[c]
+    assert all(can_admin(st, c, alice) for c in MODES)
+
+
+def test_migration_config_map_to_api_loses_nothing(st):
+    alice = st.create_user("alice", TAG)
+    bob = st.create_user("bob", TAG)
+    carol = st.create_user("carol")
+    hand = [{"userarn": f"arn:aws:iam::{ACCOUNT}:user/carol", "username": "carol", "groups": ["system:masters"]}]
+    rc, report, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    cm = st.get_aws_auth("cm")
+    users = map_users(cm)
+    st.put_aws_auth("cm", {**cm["data"], "mapUsers": json.dumps(users + hand)}, cm["metadata"]["annotations"])
+    roles_before = st.get_aws_auth("cm")["data"]["mapRoles"]
+    people = {"alice": alice, "bob": bob, "carol": carol}
+    assert all(can_admin(st, "cm", c) for c in people.values())
+
+    # CONFIG_MAP → API_AND_CONFIG_MAP: nothing changes until the function runs (aws-auth is still read).
+    st.set_mode("cm", "API_AND_CONFIG_MAP")
+    assert all(can_admin(st, "cm", c) for c in people.values())
+    rc, report, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    r = cluster_report(report, "cm")
+    assert r["store"] == "access-entries"
+    assert r["added"] == [ALICE, BOB] and sorted(r["migrated"]) == [ALICE, BOB] and r["removed"] == [], r
+    assert {(x["action"], x["store"]) for x in audit_records(err)} == {("grant", "access-entries"),
+                                                                       ("migrate", "aws-auth")}
+    migrated = [m for m in metric_lines(err) if m["Cluster"] == "cm"][0]
+    assert migrated["Migrated"] == 2 and migrated["Revoked"] == 0
+    cm = st.get_aws_auth("cm")
+    assert map_users(cm) == hand, "our mappings moved, the hand-made one stays"
+    assert cm["data"]["mapRoles"] == roles_before
+    assert set(st.entries("cm")) == {ALICE, BOB}
+    assert all(can_admin(st, "cm", c) for c in people.values())
+    # A second run finds nothing to do.
+    rc, report, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    r = cluster_report(report, "cm")
+    assert (r["added"], r["removed"], r["migrated"], r["unchanged"]) == ([], [], [], 2), r
+
+    # → API: the entries carry on; aws-auth is no longer read by EKS, and is left as people wrote it.
+    st.set_mode("cm", "API")
+    rc, report, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    r = cluster_report(report, "cm")
+    assert (r["store"], r["added"], r["removed"], r["unchanged"]) == ("access-entries", [], [], 2), r
+    assert can_admin(st, "cm", alice) and can_admin(st, "cm", bob)
+    time.sleep(1.1)
+    assert not can_admin(st, "cm", carol), "in API mode EKS ignores aws-auth"
+    assert map_users(st.get_aws_auth("cm")) == hand
+
+
+def test_untagged_before_migration_is_revoked_from_aws_auth(st):
+    """In API_AND_CONFIG_MAP a stale aws-auth mapping still grants: it is revoked, not left behind."""
+    alice = st.create_user("alice", TAG)
+    rc, _, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    st.set_mode("cm", "API_AND_CONFIG_MAP")
+    st.iam().untag_user(UserName="alice", TagKeys=["eks-cluster-admin"])
+    rc, report, err = st.handle_event({"action": "reconcile", "user": "alice"}, {"CLUSTER_NAMES": "cm"})
+    assert rc == 0, err
+    r = cluster_report(report, "cm")
+    assert r["removed"] == [ALICE] and r["migrated"] == [] and r["added"] == [], r
+    assert [x["action"] for x in audit_records(err)] == ["revoke"]
+    assert map_users(st.get_aws_auth("cm")) == []
+    time.sleep(1.1)
+    assert not can_admin(st, "cm", alice)
+
+
+def test_guard_and_drift_on_access_entries(st):
+    for n in ("alice", "bob", "dave"):
+        st.create_user(n, TAG)
+    rc, _, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    # Drift by hand on an owned entry: its policy narrowed to a namespace, a view policy added, groups changed.
+    eks = st.eks()
+    eks.associate_access_policy(clusterName="api", principalArn=ALICE, policyArn=ADMIN_POLICY,
+                                accessScope={"type": "namespace", "namespaces": ["default"]})
+    eks.associate_access_policy(clusterName="api", principalArn=ALICE, policyArn=VIEW_POLICY,
+                                accessScope={"type": "cluster"})
+    eks.update_access_entry(clusterName="api", principalArn=ALICE, kubernetesGroups=["hand-picked"])
+    rc, report, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    assert cluster_report(report, "api")["updated"] == [ALICE]
+    e = st.entries("api")[ALICE]
+    assert e["policies"] == {ADMIN_POLICY: {"type": "cluster", "namespaces": []}} and e["kubernetesGroups"] == []
+
+    # Three removals against MAX_REMOVALS=2: refused, recorded, counted.
+    for n in ("alice", "bob", "dave"):
+        st.iam().untag_user(UserName=n, TagKeys=["eks-cluster-admin"])
+    st.create_user("erin", TAG)  # someone still carries the key
+    rc, report, err = st.run_reconcile(clusters="api", extra={"MAX_REMOVALS": "2"})
+    assert rc != 0 and "max-removals" in err
+    r = cluster_report(report, "api")
+    assert r["status"] == "guarded" and r["removed"] == [] and r["added"] == [f"arn:aws:iam::{ACCOUNT}:user/erin"]
+    assert sorted(x["principal"] for x in audit_records(err) if x["action"] == "guard") == sorted(
+        [ALICE, BOB, f"arn:aws:iam::{ACCOUNT}:user/dave"])
+    assert [m["Guarded"] for m in metric_lines(err)] == [1]
+    assert {ALICE, BOB} <= set(st.entries("api"))
+    rc, report, err = st.run_reconcile(clusters="api", extra={"MAX_REMOVALS": "2"}, force=True)
+    assert rc == 0, err
+    assert len(cluster_report(report, "api")["removed"]) == 3
+    assert set(st.entries("api")) == {f"arn:aws:iam::{ACCOUNT}:user/erin"}
+
+
+def test_ownership_by_tag_and_principal_id(st):
+    st.create_user("alice", TAG)
+    rc, _, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    old_id = st.entries("api")[ALICE]["tags"]["eks-admin-sync-user-id"]
+    # Alice is deleted and re-created under the same ARN: her old entry goes, a new one is made for the new id.
+    st.delete_user("alice")
+    alice = st.create_user("alice", TAG)
+    new_id = st.iam().get_user(UserName="alice")["User"]["UserId"]
+    assert new_id != old_id
+    assert not can_admin(st, "api", alice), "EKS binds an entry to the principal's id"
+    rc, report, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    r = cluster_report(report, "api")
+    assert r["removed"] == [ALICE] and r["added"] == [ALICE], r
+    assert st.entries("api")[ALICE]["tags"]["eks-admin-sync-user-id"] == new_id
+    assert can_admin(st, "api", alice)
+
+    # A person takes the entry over by removing our mark: from then on it is theirs, never changed or removed.
+    eks = st.eks()
+    entry_arn = eks.describe_access_entry(clusterName="api", principalArn=ALICE)["accessEntry"]["accessEntryArn"]
+    eks.untag_resource(resourceArn=entry_arn, tagKeys=["eks-admin-sync"])
+    rc, report, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    assert [s["kind"] for s in cluster_report(report, "api")["skipped"]] == ["foreign"]
+    st.iam().untag_user(UserName="alice", TagKeys=["eks-cluster-admin"])
+    rc, report, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    assert cluster_report(report, "api")["removed"] == []
+    assert ALICE in st.entries("api")
+
+
+def test_eventual_consistency_and_wrong_settings(st):
+    alice = st.create_user("alice", TAG)
+    # Right after CreateUser EKS may call the principal invalid; right after create, associate may 404.
+    st.emu("/_emu/faults", {"label": "eks:CreateAccessEntry", "status": 400, "code": "InvalidParameterException",
+                            "message": "The specified principalArn is invalid: invalid principal.", "count": 2})
+    st.emu("/_emu/faults", {"label": "eks:AssociateAccessPolicy", "status": 404,
+                            "code": "ResourceNotFoundException", "message": "no entry", "count": 2})
+    rc, report, err = st.handle_event({"action": "reconcile", "user": "alice"}, {"CLUSTER_NAMES": "api"})
+    assert rc == 0, err
+    assert cluster_report(report, "api")["added"] == [ALICE]
+    assert st.entries("api")[ALICE]["policies"] == {ADMIN_POLICY: {"type": "cluster", "namespaces": []}}
+    assert can_admin(st, "api", alice)
+    calls = st.calls()
+    assert calls.get("eks:CreateAccessEntry(fault InvalidParameterException)") == 2
+    assert calls.get("eks:AssociateAccessPolicy(fault ResourceNotFoundException)") == 2
+
+    # A principal that never becomes valid: a bounded number of tries, then a clear error.
+    st.create_user("bob", TAG)
+    st.emu("/_emu/faults", {"label": "eks:CreateAccessEntry", "status": 400, "code": "InvalidParameterException",
+                            "message": "The specified principalArn is invalid: invalid principal.", "count": -1})
+    rc, report, err = st.handle_event({"action": "reconcile", "user": "bob"}, {"CLUSTER_NAMES": "api"})
+    st.emu("/_emu/faults", {})
+    assert rc != 0 and "still calls the principal invalid" in err, err
+
+    # ACCESS_STORE forced against a cluster's mode: refused with advice, nothing written.
+    rc, report, err = st.run_reconcile(clusters="api", extra={"ACCESS_STORE": "aws-auth"})
+    assert rc != 0 and "does not read aws-auth" in err, err
+    rc, report, err = st.run_reconcile(clusters="cm", extra={"ACCESS_STORE": "access-entries"})
+    assert rc != 0 and "has no access entries" in err, err
+    assert map_users(st.get_aws_auth("cm")) == []
+
+
+def test_tag_event_cost_on_an_entries_cluster(st):
+    st.create_user("alice", TAG)
+    rc, _, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    st.reset_calls()
+    rc, report, err = st.handle_event({"action": "reconcile", "user": "alice"}, {"CLUSTER_NAMES": "api"})
+    assert rc == 0, err
+    assert cluster_report(report, "api")["unchanged"] == 1
+    eks = {k: v for k, v in st.calls().items() if k.startswith("eks:")}
+    assert eks == {"eks:DescribeCluster": 1, "eks:DescribeAccessEntry": 1}, eks
+
+
+def test_a_mapping_moves_only_after_its_entry_is_complete(st):
+    alice = st.create_user("alice", TAG)
+    rc, _, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    st.set_mode("cm", "API_AND_CONFIG_MAP")
+    # The policy cannot be associated: the entry is taken back (an entry without policies would shadow the
+    # mapping in this mode) and the aws-auth mapping stays.
+    st.emu("/_emu/faults", {"label": "eks:AssociateAccessPolicy", "status": 404,
+                            "code": "ResourceNotFoundException", "message": "no entry", "count": -1})
+    rc, report, err = st.run_reconcile(clusters="cm")
+    st.emu("/_emu/faults", {})
+    assert rc != 0 and "AssociateAccessPolicy" in err, err
+    assert [u["userarn"] for u in map_users(st.get_aws_auth("cm"))] == [ALICE]
+    assert ALICE not in st.entries("cm"), err
+    assert can_admin(st, "cm", alice)
+    # The next run makes the entry whole, confirms it, and only then moves the mapping.
+    rc, report, err = st.run_reconcile(clusters="cm")
+    assert rc == 0, err
+    r = cluster_report(report, "cm")
+    assert r["added"] == [ALICE] and r["migrated"] == [ALICE], r
+    assert map_users(st.get_aws_auth("cm")) == []
+    assert can_admin(st, "cm", alice)
