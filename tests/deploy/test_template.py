@@ -86,7 +86,7 @@ def test_template_facts():
     # Every setting of the function is a parameter.
     env = props["Environment"]["Variables"]
     assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL",
-                        "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS"}
+                        "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES"}
     # The cluster deadline fits inside the function's timeout, with the function's safety margin.
     assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]
 
@@ -118,13 +118,25 @@ def test_template_facts():
             assert acts == ["iam:GetAccountAuthorizationDetails"], s
         assert not any(a.endswith("*") for a in acts), s
     assert actions == {"iam:GetUser", "iam:GetAccountAuthorizationDetails", "eks:DescribeCluster",
-                       "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
-    # One ARN per cluster slot, each behind its slot's condition; as many access-entry slots.
-    slots = describe[0]["Resource"]
-    assert [r["Fn::If"][0] for r in slots] == [f"HasCluster{i}" for i in range(len(slots))]
+                       "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"} | EKS_ACCESS_ACTIONS
+    # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
+    # this region; associating is limited to the configured policies.
+    eks = [s for s in statements if any(a.startswith("eks:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
+    assert len(eks) == 3 and describe == eks[:1]
+    for s in eks:
+        assert "ClusterNames" in json.dumps(s["Resource"]), s
+        assert s["Condition"]["StringEquals"] == {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
+    assoc = next(s for s in eks if s["Action"] == "eks:AssociateAccessPolicy")
+    assert "AccessPolicyNames" in json.dumps(assoc["Condition"]["ArnLike"]["eks:policyArn"])
+    # The bootstrap entries for the function's own role stay optional, on the first 8 clusters.
     entries = sorted(k for k, r in t["Resources"].items() if r["Type"] == "AWS::EKS::AccessEntry")
-    assert entries == sorted(f"AccessEntry{i}" for i in range(len(slots)))
+    assert entries == sorted(f"AccessEntry{i}" for i in range(8))
     assert t["Outputs"]["FunctionRoleArn"]["Value"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+
+
+EKS_ACCESS_ACTIONS = {"eks:ListAccessEntries", "eks:CreateAccessEntry", "eks:DescribeAccessEntry",
+                      "eks:UpdateAccessEntry", "eks:DeleteAccessEntry", "eks:ListAssociatedAccessPolicies",
+                      "eks:DisassociateAccessPolicy", "eks:TagResource", "eks:AssociateAccessPolicy"}
 
 
 def test_function_role_queue_and_names_are_locked_down():
@@ -209,7 +221,8 @@ def aws():
 
 
 def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
-    params = {"ClusterNames": "prod,staging"}
+    # moto joins a CommaDelimitedList parameter's default character by character: every list is given here.
+    params = {"ClusterNames": "prod,staging", "AccessPolicyNames": "AmazonEKSClusterAdminPolicy"}
     sam = load(TEMPLATES[0])
     s3 = aws("s3")
     s3.create_bucket(Bucket="artifacts")
@@ -236,13 +249,18 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     # The per-cluster permission resolved to exactly the named clusters.
     iam = aws("iam")
     role_name = outputs["FunctionRoleArn"].split("/")[-1]
-    doc = iam.get_role_policy(RoleName=role_name, PolicyName="describe-managed-clusters")["PolicyDocument"]
+    doc = iam.get_role_policy(RoleName=role_name, PolicyName="manage-cluster-access")["PolicyDocument"]
     if isinstance(doc, str):  # moto keeps a template-built inline policy as a Python repr
         doc = ast.literal_eval(doc)
-    # moto renders AWS::NoValue inside a list as None (CloudFormation drops the element).
-    resources = [r for r in doc["Statement"][0]["Resource"] if r is not None]
-    assert resources == [
-        "arn:aws:eks:us-east-1:123456789012:cluster/prod", "arn:aws:eks:us-east-1:123456789012:cluster/staging"]
+    describe, manage, associate = doc["Statement"]
+    assert describe["Resource"] == ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging"]
+    assert manage["Resource"] == ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging",
+                                  "arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
+    assert associate["Resource"] == ["arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
+    assert associate["Condition"]["ArnLike"]["eks:policyArn"] == [
+        "arn:*:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
+    for st in doc["Statement"]:
+        assert st["Condition"]["StringEquals"] == {"aws:RequestedRegion": "us-east-1"}
 
     lam = aws("lambda")
     fn = lam.get_function(FunctionName=outputs["FunctionName"])["Configuration"]
