@@ -205,3 +205,54 @@ test('the dead-letter queue: only the function sends, only the platform reads', 
     assert.equal(await ask(someone, 'sqs:SendMessage'), 'ExplicitlyDenied', someone)
   }
 })
+
+// The function role's own EKS permissions, resolved as CloudFormation would for ClusterNames=prod,staging.
+const resolve = (v) => {
+  if (Array.isArray(v)) return v.map(resolve)
+  if (v && typeof v === 'object') {
+    if ('Ref' in v) return { ClusterNames: ['prod', 'staging'], AccessPolicyNames: ['AmazonEKSClusterAdminPolicy'], 'AWS::Region': 'us-east-1' }[v.Ref] ?? v
+    if ('Fn::Join' in v) { const [d, parts] = v['Fn::Join']; return resolve(parts).flat().join(d) }
+    if ('Fn::Split' in v) { const [d, s] = v['Fn::Split']; return resolve(s).split(d) }
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]))
+  }
+  return v
+}
+
+test('the function may manage access entries on exactly the managed clusters, with exactly the configured policies', async () => {
+  const doc = resolve(template.Resources.FunctionRole.Properties.Policies.find((p) => p.PolicyName === 'manage-cluster-access').PolicyDocument)
+  const ask = (action, resource, context = {}) => runSimulation({
+    request: {
+      principal: FUNCTION_ROLE,
+      action,
+      resource: { resource, accountId: ACCOUNT },
+      contextVariables: { 'aws:RequestedRegion': 'us-east-1', ...context }
+    },
+    identityPolicies: [{ name: 'manage-cluster-access', policy: doc }],
+    serviceControlPolicies: [],
+    resourceControlPolicies: []
+  }, {}).then((r) => r.overallResult)
+  const cluster = (c, region = 'us-east-1') => `arn:aws:eks:${region}:${ACCOUNT}:cluster/${c}`
+  const entry = (c, region = 'us-east-1') => `arn:aws:eks:${region}:${ACCOUNT}:access-entry/${c}/user/${ACCOUNT}/alice/0123-abcd`
+  const ADMIN = 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy'
+  for (const c of ['prod', 'staging']) {
+    assert.equal(await ask('eks:DescribeCluster', cluster(c)), 'Allowed', c)
+    assert.equal(await ask('eks:ListAccessEntries', cluster(c)), 'Allowed', c)
+    assert.equal(await ask('eks:CreateAccessEntry', cluster(c)), 'Allowed', c)
+    for (const a of ['eks:DescribeAccessEntry', 'eks:UpdateAccessEntry', 'eks:DeleteAccessEntry', 'eks:TagResource',
+      'eks:ListAssociatedAccessPolicies', 'eks:DisassociateAccessPolicy']) {
+      assert.equal(await ask(a, entry(c)), 'Allowed', `${a} ${c}`)
+    }
+    assert.equal(await ask('eks:AssociateAccessPolicy', entry(c), { 'eks:policyArn': ADMIN }), 'Allowed', c)
+  }
+  // Another policy, another cluster, a cluster whose name only starts like a managed one, another region,
+  // the clusters themselves.
+  assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod'), { 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy' }), 'ImplicitlyDenied')
+  assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod')), 'ImplicitlyDenied', 'no policy named')
+  for (const [a, r] of [['eks:DescribeCluster', cluster('dev')], ['eks:CreateAccessEntry', cluster('prod2')],
+    ['eks:DeleteAccessEntry', entry('dev')], ['eks:DeleteAccessEntry', entry('prod-old')],
+    ['eks:DescribeCluster', cluster('prod', 'eu-west-1')], ['eks:DeleteAccessEntry', entry('prod', 'eu-west-1')],
+    ['eks:DeleteCluster', cluster('prod')], ['eks:UpdateClusterConfig', cluster('prod')]]) {
+    const context = r.includes('eu-west-1') ? { 'aws:RequestedRegion': 'eu-west-1' } : {}
+    assert.equal(await ask(a, r, context), 'ImplicitlyDenied', `${a} ${r}`)
+  }
+})
