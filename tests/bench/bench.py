@@ -10,6 +10,9 @@ target/bench.json). Targets are goals for the code, reported as met or not; noth
 4. Plan on aws-auth with 3 000 mapUsers + 1 000 mapRoles: criterion (parse + plan + render).
 5. Deployment package: the arm64 bootstrap from `sam build`, zipped.
 6. Full reconcile over 8 clusters, one behind a proxy that delays every answer, against 1 cluster.
+7. Access cost per authentication mode: 300 admins on 3 clusters in each mode (CONFIG_MAP, API_AND_CONFIG_MAP,
+   API): EKS calls by action and wall time of the first full reconcile, of the next (nothing to do) and of one
+   tag event; and the migration of 300 aws-auth mappings when 3 clusters move to API_AND_CONFIG_MAP.
 """
 
 import asyncio
@@ -29,7 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "stack"))
 from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
 from stack import REPO, TARGET_DIR, Stack, ct_event  # noqa: E402
 
-RELEASE_BIN = os.path.join(TARGET_DIR, "release", "eks-admin-sync")
+RELEASE_BIN = os.environ.get("BENCH_BIN", os.path.join(TARGET_DIR, "release", "eks-admin-sync"))
 HELLO_BIN = os.path.join(TARGET_DIR, "release", "examples", "hello_lambda")
 SYSTEM_BUNDLE = next((p for p in ("/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs/ca-certificates.crt")
                       if os.path.exists(p)), "/etc/ssl/certs/ca-certificates.crt")
@@ -257,6 +260,45 @@ def bench_many_clusters():
         s.stop()
 
 
+def bench_access_cost():
+    modes = {"CONFIG_MAP": "cm", "API_AND_CONFIG_MAP": "mixed", "API": "api"}
+    names = {m: [f"{p}{i}" for i in range(1, 4)] for m, p in modes.items()}
+    s = Stack(clusters=[c for cs in names.values() for c in cs],
+              modes={c: m for m, cs in names.items() for c in cs})
+    s.start()
+    out = {}
+    try:
+        s.emu("/_emu/iam/bulk-users", {"prefix": "admin", "count": 300, "tagged": 300})
+
+        def run(clusters, event):
+            seen = {c: len(s.function_requests(c)) for c in clusters}
+            s.reset_calls()
+            t0 = time.monotonic()
+            p = subprocess.run([RELEASE_BIN, "handle-event", "-"], input=json.dumps(event),
+                               env=s.function_env({"CLUSTER_NAMES": " ".join(clusters), "MAX_REMOVALS": "0"}),
+                               capture_output=True, text=True, timeout=600)
+            wall = time.monotonic() - t0
+            assert p.returncode == 0, p.stderr[-2000:]
+            calls = {k: v for k, v in s.calls().items() if k.startswith("eks:")}
+            api = sum(len(s.function_requests(c)) - seen[c] for c in clusters)
+            return {"wall_s": wall, "eks_calls": sum(calls.values()), "by_action": calls,
+                    "kubernetes_requests_total": api}
+
+        full = {"action": "reconcile"}
+        tag = {"action": "reconcile", "user": "admin00007"}
+        for mode, clusters in names.items():
+            out[mode] = {"first_full": run(clusters, full), "steady_full": run(clusters, full),
+                         "tag_event": run(clusters, tag)}
+        # Migration: the CONFIG_MAP clusters (300 owned mappings each) move to API_AND_CONFIG_MAP.
+        for c in names["CONFIG_MAP"]:
+            s.set_mode(c, "API_AND_CONFIG_MAP")
+        out["migration"] = run(names["CONFIG_MAP"], full)
+        out["after_migration_full"] = run(names["CONFIG_MAP"], full)
+        results["access_cost"] = {"admins": 300, "clusters_per_mode": 3, **out}
+    finally:
+        s.stop()
+
+
 def bench_plan():
     out = subprocess.run(["cargo", "bench", "--locked", "--bench", "plan", "--", "--noplot"], cwd=REPO,
                          capture_output=True, text=True)
@@ -292,9 +334,14 @@ def verdict(ok):
 
 def main():
     results["machine"] = machine()
+    if os.environ.get("BENCH_ONLY") == "access":  # one section (iterating on the access-entry store)
+        bench_access_cost()
+        print(json.dumps(results["access_cost"], indent=2))
+        return
     bench_init()
     bench_stack()
     bench_many_clusters()
+    bench_access_cost()
     bench_plan()
     bench_package()
     i, t, f, p, k, m = (results["init"], results["tag_event_warm"], results["full_reconcile"],
@@ -316,6 +363,14 @@ def main():
         ("Parse+plan+render 3000 mapUsers + 1000 mapRoles", f"{p['mean_ms']:.2f} ms (median {p['median_ms']:.2f})", "<= 10 ms", verdict(p["mean_ms"] <= 10)),
         ("Deployment package (%s, zipped)" % k.get("arch", "?"), f"{k['zipped_mb']:.2f} MiB (binary {k['binary_mb']:.2f} MiB)" if "zipped_mb" in k else k["error"], "<= 8 MB", verdict(k.get("zipped_mb", 99) <= 8 and k.get("arch") == "arm64")),
     ]
+    a = results["access_cost"]
+    for mode in ("CONFIG_MAP", "API_AND_CONFIG_MAP", "API"):
+        r = a[mode]
+        rows.append((f"300 admins x 3 clusters, {mode}: first / next full reconcile / tag event",
+                     f"{r['first_full']['eks_calls']} / {r['steady_full']['eks_calls']} / {r['tag_event']['eks_calls']} EKS calls; "
+                     f"{r['first_full']['wall_s']:.2f} / {r['steady_full']['wall_s']:.2f} / {r['tag_event']['wall_s']:.2f} s",
+                     "reported", "-"))
+    rows.append(("Migration of 3 x 300 aws-auth mappings to access entries", f"{a['migration']['eks_calls']} EKS calls, {a['migration']['wall_s']:.2f} s", "reported", "-"))
     w = [max(len(r[c]) for r in rows) for c in range(4)]
     print(f"\neks-admin-sync benchmarks on {results['machine']['cpu']} ({results['machine']['cores']} cores)\n")
     print("  ".join(h.ljust(w[c]) for c, h in enumerate(["FIGURE", "VALUE", "TARGET", "VERDICT"])))
