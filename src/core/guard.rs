@@ -310,4 +310,33 @@ mod tests {
         st.record_tag_key = Some("EKS-Cluster-Admin".into());
         assert!(guard(&mut p, &st, &facts(true, 1, None, false)).is_none());
     }
+
+    #[test]
+    fn retired_rows_count_as_removals_only_when_they_revoke() {
+        use crate::core::plan::{Retirement, retire};
+        // aws-auth on a migrating cluster: 5 of our rows; 3 principals still granted (their entries are
+        // being made: moves), 2 not (revocations). The entries store itself removes nothing.
+        let (_, legacy) = planned(5, 0);
+        let desired: Vec<Grant> = (0..3).map(grant).collect();
+        let entries = ClusterState::default();
+        let mut p = plan(&entries, &desired, &Scope::All);
+        p.retire = Some(Box::new(retire(&legacy, &p, &desired, &Scope::All)));
+        let state = ClusterState {
+            legacy: Some(Box::new(legacy)),
+            ..entries
+        };
+        assert_eq!(p.revocations(), 2);
+        // Two revocations are within MAX_REMOVALS=2; the three moves do not count.
+        let mut ok = p.clone();
+        assert!(guard(&mut ok, &state, &facts(true, 3, Some(2), false)).is_none());
+        // With MAX_REMOVALS=1 the revocations are refused, the moves and the adds go through.
+        let g = guard(&mut p, &state, &facts(true, 3, Some(1), false)).unwrap();
+        assert_eq!(g.rule, Rule::MaxRemovals);
+        assert_eq!(g.refused, vec![grant(3), grant(4)]);
+        let r: &Retirement = p.retire.as_deref().unwrap();
+        assert_eq!(r.plan.changes.len(), 3);
+        assert!(r.revocations().next().is_none());
+        assert_eq!(r.plan.owned_after, vec![arn(3), arn(4)]);
+        assert_eq!(p.changes.len(), 3, "the three entries are still created");
+    }
 }
