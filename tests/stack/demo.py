@@ -9,7 +9,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
-from stack import map_users, BINARY, REPO, Stack  # noqa: E402
+from stack import map_users, ADMIN_POLICY, BINARY, REPO, Stack  # noqa: E402
 
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 step_no = 0
@@ -44,7 +44,8 @@ def show_aws_auth(stack):
 
 
 def main():
-    stack = Stack(clusters=("prod",))
+    # prod starts in CONFIG_MAP mode (aws-auth only); platform in API mode (access entries only).
+    stack = Stack(clusters=("prod", "platform"), modes={"platform": "API"})
     step("Start the local stack: etcd + kube-apiserver (EKS-style IAM authentication), moto, authenticator")
     t0 = time.time()
     stack.start()
@@ -115,6 +116,29 @@ def main():
         show(err.strip().splitlines()[-1][:700])
         expect(rc != 0 and report["clusters"][0]["status"] == "guarded"
                and len(map_users(stack.get_aws_auth("prod"))) == 1, "guarded: nothing removed, non-zero exit")
+
+        step("A second cluster, 'platform', in authentication mode API: EKS reads access entries only")
+        rc, report, err = stack.handle_event("tag-user.json", {"CLUSTER_NAMES": "prod platform"})
+        for c in report["clusters"]:
+            show(json.dumps({k: c[k] for k in ("cluster", "store", "added", "unchanged")}))
+        entry = stack.entries("platform").get(f"arn:aws:iam::123456789012:user/new-admin-test", {})
+        show(f"access entry: username {entry.get('username')}, groups {entry.get('kubernetesGroups')}, "
+             f"policies {list(entry.get('policies', {}))}, tags {entry.get('tags')}")
+        expect(rc == 0 and ADMIN_POLICY in entry.get("policies", {}), "an access entry with AmazonEKSClusterAdminPolicy")
+        expect(stack.function_requests("platform") == [], "no token signed, no Kubernetes call on the API cluster")
+        p = stack.kubectl_as("platform", creds, ["get", "all", "-A"])
+        expect(p.returncode == 0, "new-admin-test is cluster admin on platform")
+
+        step("Move prod to API_AND_CONFIG_MAP (aws eks update-cluster-config); the next scheduled reconcile migrates")
+        stack.set_mode("prod", "API_AND_CONFIG_MAP")
+        rc, report, err = stack.handle_event("scheduled.json", {"CLUSTER_NAMES": "prod platform"})
+        prod = next(c for c in report["clusters"] if c["cluster"] == "prod")
+        show(json.dumps({k: prod[k] for k in ("cluster", "store", "added", "migrated", "removed")}))
+        show_aws_auth(stack)
+        expect(rc == 0 and prod["migrated"] and map_users(stack.get_aws_auth("prod")) == [],
+               "the mapping moved to an access entry (created and confirmed first); mapRoles untouched")
+        p = stack.kubectl_as("prod", creds, ["get", "all", "-A"])
+        expect(p.returncode == 0, "new-admin-test kept admin through the migration")
     finally:
         if fn is not None:
             fn.terminate()
