@@ -50,7 +50,8 @@ pub struct Target {
     pub full: bool,
     /// A scoped run: the ARNs IAM gave for its users (tagged or not).
     pub arns: Vec<String>,
-    /// A scoped run: user names IAM no longer knows (deleted or renamed): found by name.
+    /// A scoped run: user names IAM no longer knows (deleted or renamed), and every name of an
+    /// `UpdateUser` event (a path change moves the ARN): found by name among the store's entries.
     pub unresolved: Vec<String>,
 }
 

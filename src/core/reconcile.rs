@@ -198,6 +198,15 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                         }
                     }
                 }
+                // A path change or rename leaves the old entry under an ARN IAM no longer gives: look for
+                // the names among the entries too.
+                if intent.trigger.event_name.as_deref() == Some("UpdateUser") {
+                    for n in names {
+                        if !target.unresolved.contains(n) {
+                            target.unresolved.push(n.clone());
+                        }
+                    }
+                }
                 report.intent = format!("reconcile user(s) {}", names.join(", "));
                 (users, Scope::Users(names.clone()))
             }

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from stack import (ACCOUNT, ADMIN_POLICY, NODE_ROLE, VIEW_POLICY, Stack, audit_records, cluster_report, ct_event,
-                   map_users, metric_lines, ours)
+from stack import (ACCOUNT, ADMIN_POLICY, NODE_ROLE, REPO, VIEW_POLICY, Stack, audit_records, cluster_report,
+                   ct_event, map_users, metric_lines)
 
 MODES = {"cm": "CONFIG_MAP", "mixed": "API_AND_CONFIG_MAP", "api": "API"}
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
@@ -328,3 +328,52 @@ def test_a_mapping_moves_only_after_its_entry_is_complete(st):
     assert r["added"] == [ALICE] and r["migrated"] == [ALICE], r
     assert map_users(st.get_aws_auth("cm")) == []
     assert can_admin(st, "cm", alice)
+
+
+def test_path_change_event_moves_the_entry(st):
+    """UpdateUser with a new path: the old entry sits under an ARN IAM no longer gives; the event finds it."""
+    st.create_user("carol", TAG)
+    rc, _, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    st.iam().update_user(UserName="carol", NewPath="/platform/")
+    # moto keys user tags by ARN, so a new path loses them (real IAM keeps them): tag again.
+    st.iam().tag_user(UserName="carol", Tags=[{"Key": "eks-cluster-admin", "Value": "true"}])
+    new = f"arn:aws:iam::{ACCOUNT}:user/platform/carol"
+    with open(f"{REPO}/events/update-user-path.json") as f:
+        ev = json.load(f)
+    rc, report, err = st.handle_event(ev, {"CLUSTER_NAMES": "api"})
+    assert rc == 0, err
+    r = cluster_report(report, "api")
+    assert r["removed"] == [f"arn:aws:iam::{ACCOUNT}:user/carol"] and r["added"] == [new], r
+    assert set(st.entries("api")) == {new}
+
+
+def test_a_race_on_create_and_throttling_are_absorbed(st):
+    alice = st.create_user("alice", TAG)
+    # Someone (here: the emulator) answers the create with 409: the store reads again and re-plans.
+    st.emu("/_emu/faults", {"label": "eks:CreateAccessEntry", "status": 409, "code": "ResourceInUseException",
+                            "message": "The specified access entry resource is already in use on this cluster.",
+                            "count": 1})
+    # EKS throttles: the SDK retries with backoff.
+    st.emu("/_emu/faults", {"label": "eks:DescribeAccessEntry", "status": 429, "code": "ThrottlingException",
+                            "message": "Rate exceeded", "count": 2})
+    rc, report, err = st.handle_event({"action": "reconcile", "user": "alice"}, {"CLUSTER_NAMES": "api"})
+    assert rc == 0, err
+    r = cluster_report(report, "api")
+    assert r["added"] == [ALICE] and r["attempts"] == 2, r
+    calls = st.calls()
+    assert calls.get("eks:CreateAccessEntry(fault ResourceInUseException)") == 1
+    assert calls.get("eks:DescribeAccessEntry(fault ThrottlingException)") == 2
+    assert can_admin(st, "api", alice)
+    # A person makes a foreign entry for bob between our read and our write: the re-plan leaves it alone.
+    st.create_user("bob", TAG)
+    st.eks().create_access_entry(clusterName="api", principalArn=BOB, username="bob-by-hand")
+    # The function's read will not see it (its describe answers 404 once), its create then meets it: 409.
+    st.emu("/_emu/faults", {"label": "eks:DescribeAccessEntry", "status": 404, "code": "ResourceNotFoundException",
+                            "message": "not found", "count": 1})
+    rc, report, err = st.handle_event({"action": "reconcile", "user": "bob"}, {"CLUSTER_NAMES": "api"})
+    st.emu("/_emu/faults", {})
+    assert rc == 0, err
+    r = cluster_report(report, "api")
+    assert r["added"] == [] and [s["kind"] for s in r["skipped"]] == ["foreign"], r
+    assert st.entries("api")[BOB]["username"] == "bob-by-hand"
