@@ -122,11 +122,16 @@ def test_template_facts():
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.
     eks = [s for s in statements if any(a.startswith("eks:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
-    assert len(eks) == 3 and describe == eks[:1]
+    assert len(eks) == 5 and describe == eks[:1]
     for s in eks:
         assert "ClusterNames" in json.dumps(s["Resource"]), s
-        assert s["Condition"]["StringEquals"] == {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
-    assoc = next(s for s in eks if s["Action"] == "eks:AssociateAccessPolicy")
+        assert s["Condition"]["StringEquals"]["aws:RequestedRegion"] == {"Ref": "AWS::Region"}
+    by_sid = {s.get("Sid"): s for s in eks}
+    mark = {"Ref": "DeploymentId"}
+    assert by_sid["CreateMarkedUserEntries"]["Condition"]["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
+    for sid in ("ChangeOnlyOwnEntries", "AssociateOnlyTheConfiguredPolicies"):
+        assert by_sid[sid]["Condition"]["StringEquals"]["aws:ResourceTag/eks-admin-sync"] == mark
+    assoc = by_sid["AssociateOnlyTheConfiguredPolicies"]
     assert "AccessPolicyNames" in json.dumps(assoc["Condition"]["ArnLike"]["eks:policyArn"])
     # The bootstrap entries for the function's own role stay optional, on the first 8 clusters.
     entries = sorted(k for k, r in t["Resources"].items() if r["Type"] == "AWS::EKS::AccessEntry")
@@ -252,15 +257,17 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     doc = iam.get_role_policy(RoleName=role_name, PolicyName="manage-cluster-access")["PolicyDocument"]
     if isinstance(doc, str):  # moto keeps a template-built inline policy as a Python repr
         doc = ast.literal_eval(doc)
-    describe, manage, associate = doc["Statement"]
-    assert describe["Resource"] == ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging"]
-    assert manage["Resource"] == ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging",
-                                  "arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
-    assert associate["Resource"] == ["arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
+    describe, read, create, change, associate = doc["Statement"]
+    clusters = ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging"]
+    entries = ["arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
+    assert describe["Resource"] == clusters and create["Resource"] == clusters
+    assert read["Resource"] == clusters + entries
+    assert change["Resource"] == entries and associate["Resource"] == entries
     assert associate["Condition"]["ArnLike"]["eks:policyArn"] == [
         "arn:*:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
+    assert create["Condition"]["StringEquals"]["aws:RequestTag/eks-admin-sync"] == "default"
     for st in doc["Statement"]:
-        assert st["Condition"]["StringEquals"] == {"aws:RequestedRegion": "us-east-1"}
+        assert st["Condition"]["StringEquals"]["aws:RequestedRegion"] == "us-east-1"
 
     lam = aws("lambda")
     fn = lam.get_function(FunctionName=outputs["FunctionName"])["Configuration"]

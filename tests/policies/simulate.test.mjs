@@ -210,7 +210,7 @@ test('the dead-letter queue: only the function sends, only the platform reads', 
 const resolve = (v) => {
   if (Array.isArray(v)) return v.map(resolve)
   if (v && typeof v === 'object') {
-    if ('Ref' in v) return { ClusterNames: ['prod', 'staging'], AccessPolicyNames: ['AmazonEKSClusterAdminPolicy'], 'AWS::Region': 'us-east-1' }[v.Ref] ?? v
+    if ('Ref' in v) return { ClusterNames: ['prod', 'staging'], AccessPolicyNames: ['AmazonEKSClusterAdminPolicy'], 'AWS::Region': 'us-east-1', DeploymentId: 'default' }[v.Ref] ?? v
     if ('Fn::Join' in v) { const [d, parts] = v['Fn::Join']; return resolve(parts).flat().join(d) }
     if ('Fn::Split' in v) { const [d, s] = v['Fn::Split']; return resolve(s).split(d) }
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]))
@@ -218,7 +218,7 @@ const resolve = (v) => {
   return v
 }
 
-test('the function may manage access entries on exactly the managed clusters, with exactly the configured policies', async () => {
+test('the function may change only its own access entries, on exactly the managed clusters, with exactly the configured policies', async () => {
   const doc = resolve(template.Resources.FunctionRole.Properties.Policies.find((p) => p.PolicyName === 'manage-cluster-access').PolicyDocument)
   const ask = (action, resource, context = {}) => runSimulation({
     request: {
@@ -234,25 +234,38 @@ test('the function may manage access entries on exactly the managed clusters, wi
   const cluster = (c, region = 'us-east-1') => `arn:aws:eks:${region}:${ACCOUNT}:cluster/${c}`
   const entry = (c, region = 'us-east-1') => `arn:aws:eks:${region}:${ACCOUNT}:access-entry/${c}/user/${ACCOUNT}/alice/0123-abcd`
   const ADMIN = 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy'
+  const ours = { 'aws:ResourceTag/eks-admin-sync': 'default' }
+  const creating = { 'aws:RequestTag/eks-admin-sync': 'default', 'aws:TagKeys': ['eks-admin-sync'], 'eks:accessEntryType': 'STANDARD', 'eks:principalArn': ALICE }
   for (const c of ['prod', 'staging']) {
     assert.equal(await ask('eks:DescribeCluster', cluster(c)), 'Allowed', c)
     assert.equal(await ask('eks:ListAccessEntries', cluster(c)), 'Allowed', c)
-    assert.equal(await ask('eks:CreateAccessEntry', cluster(c)), 'Allowed', c)
-    for (const a of ['eks:DescribeAccessEntry', 'eks:UpdateAccessEntry', 'eks:DeleteAccessEntry', 'eks:TagResource',
-      'eks:ListAssociatedAccessPolicies', 'eks:DisassociateAccessPolicy']) {
-      assert.equal(await ask(a, entry(c)), 'Allowed', `${a} ${c}`)
+    assert.equal(await ask('eks:CreateAccessEntry', cluster(c), creating), 'Allowed', c)
+    for (const a of ['eks:DescribeAccessEntry', 'eks:ListAssociatedAccessPolicies']) {
+      assert.equal(await ask(a, entry(c)), 'Allowed', `${a} ${c}: anyone's entry may be read`)
     }
-    assert.equal(await ask('eks:AssociateAccessPolicy', entry(c), { 'eks:policyArn': ADMIN }), 'Allowed', c)
+    for (const a of ['eks:UpdateAccessEntry', 'eks:DeleteAccessEntry', 'eks:TagResource', 'eks:DisassociateAccessPolicy']) {
+      assert.equal(await ask(a, entry(c), ours), 'Allowed', `${a} ${c}`)
+      // A node role's entry, a hand-made one, another deployment's: never changed.
+      assert.equal(await ask(a, entry(c)), 'ImplicitlyDenied', `${a} ${c} unmarked`)
+      assert.equal(await ask(a, entry(c), { 'aws:ResourceTag/eks-admin-sync': 'viewers' }), 'ImplicitlyDenied', `${a} ${c} other deployment`)
+    }
+    assert.equal(await ask('eks:AssociateAccessPolicy', entry(c), { 'eks:policyArn': ADMIN, ...ours }), 'Allowed', c)
+    assert.equal(await ask('eks:AssociateAccessPolicy', entry(c), { 'eks:policyArn': ADMIN }), 'ImplicitlyDenied', `${c}: admin on someone else's entry`)
   }
+  // Creating: only marked, only STANDARD, only for IAM users.
+  const { 'aws:RequestTag/eks-admin-sync': _mark, ...unmarked } = creating
+  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), unmarked), 'ImplicitlyDenied', 'unmarked')
+  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:accessEntryType': 'EC2_LINUX' }), 'ImplicitlyDenied', 'node type')
+  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:principalArn': `arn:aws:iam::${ACCOUNT}:role/PlatformTeamAdmin` }), 'ImplicitlyDenied', 'a role')
   // Another policy, another cluster, a cluster whose name only starts like a managed one, another region,
   // the clusters themselves.
-  assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod'), { 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy' }), 'ImplicitlyDenied')
-  assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod')), 'ImplicitlyDenied', 'no policy named')
+  assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod'), { 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy', ...ours }), 'ImplicitlyDenied')
+  assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod'), ours), 'ImplicitlyDenied', 'no policy named')
   for (const [a, r] of [['eks:DescribeCluster', cluster('dev')], ['eks:CreateAccessEntry', cluster('prod2')],
     ['eks:DeleteAccessEntry', entry('dev')], ['eks:DeleteAccessEntry', entry('prod-old')],
     ['eks:DescribeCluster', cluster('prod', 'eu-west-1')], ['eks:DeleteAccessEntry', entry('prod', 'eu-west-1')],
     ['eks:DeleteCluster', cluster('prod')], ['eks:UpdateClusterConfig', cluster('prod')]]) {
-    const context = r.includes('eu-west-1') ? { 'aws:RequestedRegion': 'eu-west-1' } : {}
+    const context = { ...(r.includes('eu-west-1') ? { 'aws:RequestedRegion': 'eu-west-1' } : {}), ...ours, ...creating }
     assert.equal(await ask(a, r, context), 'ImplicitlyDenied', `${a} ${r}`)
   }
 })
