@@ -6,12 +6,14 @@ AmazonEKSClusterAdminPolicy to cluster-admin. Users reach the clusters with `eks
 """
 
 import json
+import subprocess
 import time
 
 import pytest
 
-from stack import (ACCOUNT, ADMIN_POLICY, NODE_ROLE, REPO, VIEW_POLICY, Stack, audit_records, cluster_report,
-                   ct_event, map_users, metric_lines)
+from lambda_runtime_api import RuntimeApi, lambda_env
+from stack import (ACCOUNT, ADMIN_POLICY, BINARY, NODE_ROLE, REPO, VIEW_POLICY, Stack, audit_records,
+                   cluster_report, ct_event, map_users, metric_lines)
 
 MODES = {"cm": "CONFIG_MAP", "mixed": "API_AND_CONFIG_MAP", "api": "API"}
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
@@ -377,3 +379,31 @@ def test_a_race_on_create_and_throttling_are_absorbed(st):
     r = cluster_report(report, "api")
     assert r["added"] == [] and [s["kind"] for s in r["skipped"]] == ["foreign"], r
     assert st.entries("api")[BOB]["username"] == "bob-by-hand"
+
+
+def test_a_cluster_recreated_in_another_mode_is_described_again(st):
+    """A warm function knows 'mixed' as API_AND_CONFIG_MAP; the cluster is re-created in CONFIG_MAP mode.
+    EKS answers the access-entry call with InvalidRequestException: the cluster is described again and
+    served by aws-auth in the same run."""
+    alice = st.create_user("alice", TAG)
+    rt = RuntimeApi()
+    fn = subprocess.Popen([BINARY], env=st.function_env({**lambda_env(rt.address), "CLUSTER_NAMES": "mixed"}),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        kind, result = rt.invoke({"action": "reconcile", "user": "alice"})
+        assert kind == "response" and cluster_report(result, "mixed")["store"] == "access-entries", result
+        st.emu("/_emu/eks/mixed", {"endpoint": st.api_url("mixed"), "ca_pem": st.ca_pem,
+                                   "authenticationMode": "CONFIG_MAP", "reset_entries": True})
+        st.reset_calls()
+        kind, result = rt.invoke({"action": "reconcile", "user": "alice"})
+        assert kind == "response", result
+        r = cluster_report(result, "mixed")
+        assert r["store"] == "aws-auth" and r["added"] == [ALICE], r
+        calls = st.calls()
+        assert calls.get("eks:DescribeAccessEntry") == 1 and calls.get("eks:DescribeCluster") == 1, calls
+        assert [u["userarn"] for u in map_users(st.get_aws_auth("mixed"))] == [ALICE]
+        assert can_admin(st, "mixed", alice)
+    finally:
+        fn.terminate()
+        fn.wait(timeout=10)
+        rt.close()
