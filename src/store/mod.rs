@@ -11,7 +11,7 @@
 pub mod access_entries;
 pub mod aws_auth;
 
-use crate::adapters::aws::{AuthMode, Directory, EksError};
+use crate::adapters::aws::{AuthMode, ClusterInfo, Directory, EksError};
 use crate::core::plan::ClusterState;
 use crate::core::ports::{Applied, Decided, Store, Target};
 use crate::core::settings::{AccessPolicy, AccessStore};
@@ -121,6 +121,19 @@ impl Stores {
         }
     }
 
+    /// The cluster as the directory knows it; `fresh`: described now, whatever is cached.
+    async fn describe(&self, cluster: &str, fresh: bool) -> Result<ClusterInfo, StoreError> {
+        let described = if fresh {
+            self.directory.refresh(cluster).await
+        } else {
+            self.directory.get(cluster).await
+        };
+        described.map_err(|source| StoreError::Eks {
+            cluster: cluster.into(),
+            source,
+        })
+    }
+
     fn served(&self, cluster: &str, mode: AuthMode) -> Result<Served, StoreError> {
         choose(self.choice, mode).map_err(|advice| StoreError::Mismatch {
             cluster: cluster.into(),
@@ -185,15 +198,7 @@ impl Store for Stores {
         target: &Target,
     ) -> Result<(ClusterState, Snapshot), StoreError> {
         // A full reconcile describes the cluster afresh: a mode change is picked up by the next one.
-        let described = if target.full {
-            self.directory.refresh(cluster).await
-        } else {
-            self.directory.get(cluster).await
-        };
-        let info = described.map_err(|source| StoreError::Eks {
-            cluster: cluster.into(),
-            source,
-        })?;
+        let info = self.describe(cluster, target.full).await?;
         let served = self.served(cluster, info.auth_mode)?;
         match self.read_served(cluster, served, target).await {
             // EKS says the mode does not allow access entries: what we knew of the cluster is stale.
@@ -202,14 +207,7 @@ impl Store for Stores {
                     cluster,
                     "EKS refused access entries; describing the cluster again"
                 );
-                let info =
-                    self.directory
-                        .refresh(cluster)
-                        .await
-                        .map_err(|source| StoreError::Eks {
-                            cluster: cluster.into(),
-                            source,
-                        })?;
+                let info = self.describe(cluster, true).await?;
                 let served = self.served(cluster, info.auth_mode)?;
                 self.read_served(cluster, served, target).await
             }

@@ -115,6 +115,22 @@ enum Stop {
     Fail(AccessEntriesError),
 }
 
+/// The token of the next page, if the answer says there is one.
+fn next_page(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_string)
+}
+
+/// A paginator that never ended: refused rather than followed forever.
+fn too_many_pages(cluster: &str, op: &'static str, principal: Option<&str>) -> AccessEntriesError {
+    AccessEntriesError::Api {
+        cluster: cluster.into(),
+        op,
+        principal: principal.map(str::to_string),
+        code: None,
+        message: format!("more than {MAX_PAGES} pages; refusing to go on"),
+    }
+}
+
 fn settle_wait(attempt: u32) -> Duration {
     SETTLE_BASE.saturating_mul(1u32 << attempt.min(8))
 }
@@ -212,18 +228,12 @@ impl AccessEntryStore {
                 .await
                 .map_err(|e| self.error(cluster, "ListAccessEntries", None, &e))?;
             out.extend(page.access_entries().iter().cloned());
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
+            token = next_page(page.next_token());
+            if token.is_none() {
+                return Ok(out);
             }
         }
-        Err(AccessEntriesError::Api {
-            cluster: cluster.into(),
-            op: "ListAccessEntries",
-            principal: None,
-            code: None,
-            message: format!("more than {MAX_PAGES} pages; refusing to go on"),
-        })
+        Err(too_many_pages(cluster, "ListAccessEntries", None))
     }
 
     /// One entry as (current entry for the planner, what the store keeps), or `None` when there is none.
@@ -302,21 +312,17 @@ impl AccessEntryStore {
                     .iter()
                     .filter_map(policy_of),
             );
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => {
-                    out.sort();
-                    return Ok(out);
-                }
+            token = next_page(page.next_token());
+            if token.is_none() {
+                out.sort();
+                return Ok(out);
             }
         }
-        Err(AccessEntriesError::Api {
-            cluster: cluster.into(),
-            op: "ListAssociatedAccessPolicies",
-            principal: Some(principal.into()),
-            code: None,
-            message: format!("more than {MAX_PAGES} pages; refusing to go on"),
-        })
+        Err(too_many_pages(
+            cluster,
+            "ListAssociatedAccessPolicies",
+            Some(principal),
+        ))
     }
 
     /// The entries `target` is about, as the planner needs them.
@@ -356,11 +362,8 @@ impl AccessEntryStore {
         let mut known = HashMap::new();
         for d in described {
             if let Some((e, k)) = d? {
+                known.insert(e.arn.clone().unwrap_or_default(), k);
                 entries.push(e);
-                known.insert(
-                    entries[entries.len() - 1].arn.clone().unwrap_or_default(),
-                    k,
-                );
             }
         }
         if target.full {
@@ -385,18 +388,17 @@ impl AccessEntryStore {
                 entries[i].policies = Some(l);
             }
         }
-        let record_tag_key = known
+        // The tag key our entries were granted under; one under another key is what the guard must see.
+        let keys: Vec<&String> = known
             .values()
             .filter(|k| self.is_ours(&k.tags))
             .filter_map(|k| k.tags.get(TAG_KEY_TAG))
+            .collect();
+        let record_tag_key = keys
+            .iter()
             .find(|t| !t.eq_ignore_ascii_case(&self.marks.tag_key))
-            .or_else(|| {
-                known
-                    .values()
-                    .filter(|k| self.is_ours(&k.tags))
-                    .find_map(|k| k.tags.get(TAG_KEY_TAG))
-            })
-            .cloned();
+            .or(keys.first())
+            .map(|t| t.to_string());
         let state = ClusterState {
             entries,
             recorded: Vec::new(),
@@ -536,7 +538,8 @@ impl AccessEntryStore {
     }
 
     async fn create(&self, cluster: &str, g: &Grant) -> Result<(), Stop> {
-        for attempt in 0..SETTLE_TRIES {
+        let mut attempt = 0;
+        loop {
             let result = self
                 .client
                 .create_access_entry()
@@ -557,7 +560,8 @@ impl AccessEntryStore {
                             m.to_ascii_lowercase().contains("invalid principal")
                         }) =>
                 {
-                    if attempt + 1 == SETTLE_TRIES {
+                    attempt += 1;
+                    if attempt == SETTLE_TRIES {
                         return Err(Stop::Fail(AccessEntriesError::NotSettled {
                             cluster: cluster.into(),
                             principal: g.arn.clone(),
@@ -568,7 +572,7 @@ impl AccessEntryStore {
                             ),
                         }));
                     }
-                    tokio::time::sleep(settle_wait(attempt)).await;
+                    tokio::time::sleep(settle_wait(attempt - 1)).await;
                 }
                 Err(e) => {
                     return Err(Stop::Fail(self.error(
@@ -580,7 +584,6 @@ impl AccessEntryStore {
                 }
             }
         }
-        Ok(())
     }
 
     /// Associates every policy of `g` that `have` does not hold exactly (a 404 right after the entry was
