@@ -4,7 +4,7 @@
 
 use eks_admin_sync::core::grants::Grant;
 use eks_admin_sync::core::plan::{ClusterState, Scope, SkipKind, plan};
-use eks_admin_sync::core::ports::{Applied, Decided};
+use eks_admin_sync::core::ports::{Applied, Decided, Landed};
 use eks_admin_sync::store::aws_auth::document::{Deployment, OWNED_ANNOTATION};
 use eks_admin_sync::store::aws_auth::{AwsAuthApi, AwsAuthStoreError, MAX_ATTEMPTS};
 use http::{Method, Request, Response, StatusCode};
@@ -144,7 +144,15 @@ fn replan_for(desired: Vec<Grant>) -> impl Fn(&ClusterState) -> Decided + Sync {
 }
 
 /// Runs read → plan → apply as the reconcile does, with `script` answering on the other side.
-async fn run<F>(desired: Vec<Grant>, script: F) -> Result<Applied, AwsAuthStoreError>
+/// What the store's apply came to, with whether anything landed (as the store told its `Landed`).
+#[derive(Debug)]
+struct Ran {
+    decided: Decided,
+    attempts: u32,
+    written: bool,
+}
+
+async fn run<F>(desired: Vec<Grant>, script: F) -> Result<Ran, AwsAuthStoreError>
 where
     F: FnOnce(Script) -> std::pin::Pin<Box<dyn Future<Output = Script> + Send>>,
 {
@@ -157,9 +165,17 @@ where
         me: &me,
     };
     let replan = replan_for(desired);
+    let landed = Landed::default();
     let result = async {
         let (state, snapshot) = api.read().await?;
-        api.apply(snapshot, replan(&state), &replan).await
+        let a: Applied = api
+            .apply(snapshot, replan(&state), &replan, &landed)
+            .await?;
+        Ok(Ran {
+            decided: a.decided,
+            attempts: a.attempts,
+            written: !landed.take().is_empty(),
+        })
     };
     let result = tokio::time::timeout(Duration::from_secs(60), result)
         .await

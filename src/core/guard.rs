@@ -65,9 +65,19 @@ const OVERRIDE: &str = "to let it through once, invoke with {\"action\":\"reconc
 
 /// Checks one cluster's plan; refuses what a rule forbids (unless forced) and says so.
 pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Guarded> {
-    if let Some(recorded) = &state.record_tag_key
-        && !recorded.eq_ignore_ascii_case(facts.tag_key)
-    {
+    // The record of the cluster's own store, or of its aws-auth while this deployment's mappings there are
+    // retired: either written under another key means the same.
+    let other_key = [
+        state.record_tag_key.as_ref(),
+        state
+            .legacy
+            .as_ref()
+            .and_then(|l| l.record_tag_key.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|k| !k.eq_ignore_ascii_case(facts.tag_key));
+    if let Some(recorded) = other_key {
         let count = plan.changes.len() + plan.retire.as_ref().map_or(0, |r| r.plan.changes.len());
         let message = format!(
             "rule record-tag-key: the ownership record on this cluster was written under tag key {recorded:?}, \
@@ -125,7 +135,10 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
         });
     }
     let mut refused = Vec::new();
+    let replaced: Vec<String> = plan.replaced.iter().map(|r| r.arn.clone()).collect();
     plan.changes.retain(|c| match c {
+        // A replacement stays whole: its old identity is gone, and its add alone would meet the old entry.
+        Change::Remove(g) if replaced.iter().any(|a| a.eq_ignore_ascii_case(&g.arn)) => true,
         Change::Remove(g) => {
             refused.push(g.clone());
             false
@@ -218,6 +231,7 @@ mod tests {
                     id: None,
                     owner: Owner::Us { marked: true },
                     policies: None,
+                    held_by: None,
                 })
                 .collect(),
             recorded: (0..owned).map(arn).collect(),

@@ -33,6 +33,8 @@ pub struct CurrentEntry {
     /// The entry's access policies, when the store read them (access entries on a full reconcile);
     /// `None`: not read, taken to be as granted (`aws-auth` has none).
     pub policies: Option<Vec<AccessPolicy>>,
+    /// Who else the entry names as its owner (another deployment's mark), for the report.
+    pub held_by: Option<String>,
 }
 
 /// What a store holds for one cluster, as the planner needs it.
@@ -179,9 +181,24 @@ impl Plan {
             .count()
     }
 
-    /// Removals that take access away: this store's, plus retired `aws-auth` mappings that are not moves.
+    /// Whether the removal of `arn` is half of a replacement: the principal behind the ARN was deleted
+    /// and re-created (or renamed onto), so the old identity no longer exists and the new one is granted in
+    /// the same plan. Applied together with its add, and not a removal for the guard's cap.
+    pub fn is_replacement(&self, arn: &str) -> bool {
+        self.replaced
+            .iter()
+            .any(|r| r.arn.eq_ignore_ascii_case(arn))
+    }
+
+    /// Removals that take access away: this store's (replacements are not), plus retired `aws-auth`
+    /// mappings that are not moves.
     pub fn revocations(&self) -> usize {
-        self.removals() + self.retire.as_ref().map_or(0, |r| r.revocations().count())
+        let own = self
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Remove(g) if !self.is_replacement(&g.arn)))
+            .count();
+        own + self.retire.as_ref().map_or(0, |r| r.revocations().count())
     }
 }
 
@@ -214,9 +231,10 @@ fn is_exactly(e: &CurrentEntry, g: &Grant) -> bool {
             .is_none_or(|have| same_policies(have, &g.policies))
 }
 
-const UNCLEAR: &str = "the ownership record names this principal but its entry lacks this deployment's \
-     mark (rewritten by hand, or a tool dropped the mark); left as it is: hand it back by restoring the mark, \
-     or take it over by removing the principal from the ownership record";
+const UNCLEAR: &str = "only one of this deployment's two ownership records is on this principal's entry \
+     (aws-auth: the record annotation names it but the entry lacks the mark; access entries: the mark tag or \
+     the mark group is missing): rewritten by hand, or a tool dropped one. Left as it is: hand it back by \
+     restoring the missing record, or take it over by removing the other one too (README, \"Taking an entry over\")";
 
 /// Plans one cluster. `desired` must hold only grants inside `scope` (the caller reads IAM per scope).
 pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
@@ -237,8 +255,9 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
         .iter()
         .map(|a| (ArnKey(a), a.as_str()))
         .collect();
+    // An unclear entry carries one of our records: it is ours to report, never to change.
     for e in &state.entries {
-        if let (Owner::Us { .. }, Some(a)) = (e.owner, &e.arn) {
+        if let (Owner::Us { .. } | Owner::Unclear, Some(a)) = (e.owner, &e.arn) {
             ours.insert(ArnKey(a), a);
         }
     }
@@ -288,7 +307,14 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
                     &want.arn,
                     SkipKind::Foreign,
                     Some(grant_of(one)),
-                    "already mapped by an entry this deployment does not own; left as it is".into(),
+                    match &one.held_by {
+                        Some(other) => format!(
+                            "already granted by an entry of {other} (a principal has one entry, so two \
+                             deployments cannot both grant it); left as it is"
+                        ),
+                        None => "already mapped by an entry this deployment does not own; left as it is"
+                            .into(),
+                    },
                 )),
                 Owner::Unclear => {
                     p.skipped.push(skip(
@@ -427,6 +453,7 @@ mod tests {
             owner,
             id: None,
             policies: None,
+            held_by: None,
         }
     }
     fn s(v: &[&str]) -> Vec<String> {

@@ -2,8 +2,9 @@
 
 use crate::core::grants::IamUser;
 use crate::core::guard::Guarded;
-use crate::core::plan::{ClusterState, Plan};
+use crate::core::plan::{Change, ClusterState, Plan};
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
 /// A failed IAM read. Never taken as "no users": nothing is written after one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,10 +37,58 @@ pub struct Decided {
 pub struct Applied {
     /// The plan that was applied last (a store re-plans after a concurrent write).
     pub decided: Decided,
-    /// Whether anything was written.
-    pub written: bool,
     /// Read → plan → write rounds it took (more than 1: a concurrent write was retried).
     pub attempts: u32,
+}
+
+/// The changes that reached a store, as they landed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LandedChanges {
+    /// Changes of the cluster's own store.
+    pub changes: Vec<Change>,
+    /// Retired `aws-auth` mappings (on a cluster access entries serve).
+    pub retired: Vec<Change>,
+}
+
+impl LandedChanges {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.retired.is_empty()
+    }
+}
+
+/// Where a store tells, call by call, what it wrote. Whatever fails after a write, or if the cluster's
+/// deadline drops the store's work half way, what landed is known and audited.
+#[derive(Debug, Default)]
+pub struct Landed(Mutex<LandedChanges>);
+
+impl Landed {
+    fn with<T>(&self, f: impl FnOnce(&mut LandedChanges) -> T) -> T {
+        // A panic while holding the lock cannot leave a half-pushed change: the data stays usable.
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A change of the cluster's store landed.
+    pub fn change(&self, c: Change) {
+        self.with(|l| l.changes.push(c));
+    }
+
+    /// A retired `aws-auth` mapping's removal landed.
+    pub fn retired(&self, c: Change) {
+        self.with(|l| l.retired.push(c));
+    }
+
+    /// Whether a change for this ARN landed (any case).
+    pub fn has(&self, arn: &str) -> bool {
+        self.with(|l| {
+            l.changes
+                .iter()
+                .any(|c| c.grant().arn.eq_ignore_ascii_case(arn))
+        })
+    }
+
+    pub fn take(&self) -> LandedChanges {
+        self.with(std::mem::take)
+    }
 }
 
 /// What a store must read on a cluster. `aws-auth` reads its one document whatever this says; access
@@ -72,11 +121,13 @@ pub trait Store: Sync {
         target: &Target,
     ) -> impl Future<Output = Result<(ClusterState, Self::Snapshot), Self::Error>> + Send;
 
+    /// Applies `decided`, telling `landed` of every change as it reaches the store.
     fn apply(
         &self,
         cluster: &str,
         snapshot: Self::Snapshot,
         decided: Decided,
         replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+        landed: &Landed,
     ) -> impl Future<Output = Result<Applied, Self::Error>> + Send;
 }

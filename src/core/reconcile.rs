@@ -5,10 +5,11 @@
 
 use crate::core::audit::{self, AuditRecord, Counts};
 use crate::core::event::{self, Action, EventError, Intent, Trigger};
+use crate::core::grants::ArnKey;
 use crate::core::grants::{Desired, IamUser, access_entry_grants, desired_for_cluster};
 use crate::core::guard::{Facts, Guarded, guard};
-use crate::core::plan::{Change, ClusterState, Scope, Skip, SkipKind, plan, retire};
-use crate::core::ports::{Decided, IamError, IamSource, Store, Target};
+use crate::core::plan::{Change, ClusterState, Plan, Scope, Skip, SkipKind, plan, retire};
+use crate::core::ports::{Decided, IamError, IamSource, Landed, LandedChanges, Store, Target};
 use crate::core::settings::Settings;
 use serde::Serialize;
 use serde_json::Value;
@@ -62,10 +63,13 @@ pub struct ClusterReport {
     pub removed: Vec<String>,
     /// `aws-auth` mappings moved to access entries (mode `API_AND_CONFIG_MAP`).
     pub migrated: Vec<String>,
+    /// On a failed cluster: the principals whose planned change did not land (the error says why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_landed: Vec<String>,
     pub unchanged: usize,
     pub skipped: Vec<Skip>,
     pub dry_run: bool,
-    /// Whether the store was written (false for no change, dry runs and failures).
+    /// Whether anything reached the store (also on a failed cluster: what landed before the failure).
     pub written: bool,
     /// How many read → plan → write rounds it took (more than 1 means a concurrent write was retried).
     pub attempts: u32,
@@ -300,9 +304,11 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             }
         }
 
-        // Phase 4: every plan has been seen by the guard; apply, concurrently.
-        let applies = s.clusters.iter().zip(&pairs).zip(phases).map(
-            |((cluster, d), phase)| async move {
+        // Phase 4: every plan has been seen by the guard; apply, concurrently. What reaches a store is told
+        // to its cluster's `Landed` as it lands, so a failure or the deadline half way loses no audit record.
+        let landed: Vec<Landed> = s.clusters.iter().map(|_| Landed::default()).collect();
+        let applies = s.clusters.iter().zip(&pairs).zip(phases).zip(&landed).map(
+            |(((cluster, d), phase), landed)| async move {
                 let (snapshot, decided, spent) = match phase {
                     Phase::Failed(e, spent) => return (None, Err(e), spent),
                     Phase::Planned {
@@ -313,23 +319,24 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 };
                 // A dry run, or a cluster the guard holds, is planned and reported but never written.
                 if dry_run || decided.plan.hold {
-                    return (Some(decided), Ok((false, 1)), spent);
+                    return (Some(decided), Ok(1), spent);
                 }
                 let replan = |st: &ClusterState| decide(st, *d);
                 let writing = Instant::now();
                 let (decided, outcome) = match tokio::time::timeout_at(
                     deadline_after(Instant::now(), spent),
-                    self.store.apply(cluster, snapshot, decided.clone(), &replan),
+                    self.store
+                        .apply(cluster, snapshot, decided.clone(), &replan, landed),
                 )
                 .await
                 {
-                    Ok(Ok(a)) => (Some(a.decided), Ok((a.written, a.attempts))),
+                    Ok(Ok(a)) => (Some(a.decided), Ok(a.attempts)),
                     Ok(Err(e)) => (Some(decided), Err(e.to_string())),
                     Err(_) => (
                         Some(decided),
                         Err(format!(
-                            "no answer within {} ms (the cluster's deadline) while writing; the write may or \
-                             may not have landed, the next run repairs either way",
+                            "no answer within {} ms (the cluster's deadline) while writing; what landed before \
+                             is reported, a call under way may or may not have landed, the next run repairs either way",
                             budget.as_millis()
                         )),
                     ),
@@ -348,18 +355,29 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let mut problems = Vec::new();
-        for (cluster, (decided, outcome, own)) in s.clusters.iter().zip(outcomes) {
+        for ((cluster, (decided, outcome, own)), landed) in
+            s.clusters.iter().zip(outcomes).zip(landed)
+        {
             // The cluster's own time: its read and its write, not the wait for the other clusters.
             let own_ms = u64::try_from(own.as_millis()).unwrap_or(u64::MAX);
-            let decided = decided.unwrap_or_default();
-            let (written, attempts, error) = match outcome {
-                Ok((w, a)) => (w, a, None),
-                Err(e) => (false, 0, Some(e)),
+            let planned = decided.unwrap_or_default();
+            let (attempts, error) = match outcome {
+                Ok(a) => (a, None),
+                Err(e) => (0, Some(e)),
             };
-            let p = &decided.plan;
+            let landed = landed.take();
+            let written = !landed.is_empty();
+            // What is reported and audited: a dry run or a held plan as planned (nothing applied); anything
+            // else as it landed, change by change.
+            let shown = if dry_run || planned.plan.hold {
+                planned.clone()
+            } else {
+                as_landed(&planned, &landed)
+            };
+            let p = &shown.plan;
             let status = if error.is_some() {
                 Status::Failed
-            } else if decided.guard.as_ref().is_some_and(|g| !g.forced) {
+            } else if planned.guard.as_ref().is_some_and(|g| !g.forced) {
                 Status::Guarded
             } else if p.skipped.iter().any(|k| k.kind == SkipKind::Unclear) {
                 Status::Conflict
@@ -376,16 +394,10 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 trigger: &intent.trigger,
             };
             let failed = error.is_some();
-            if !failed {
-                report
-                    .audit
-                    .extend(audit::records(&ctx, p, decided.guard.as_ref()));
-            }
-            let mut counts = if failed {
-                Counts::default()
-            } else {
-                Counts::of(p, decided.guard.as_ref())
-            };
+            report
+                .audit
+                .extend(audit::records(&ctx, p, planned.guard.as_ref()));
+            let mut counts = Counts::of(p, planned.guard.as_ref());
             counts.failed = usize::from(failed);
             report.metrics.push(audit::metric_line(
                 ts_ms,
@@ -399,22 +411,23 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 store: self.store.name(cluster),
                 status,
                 error: error.clone(),
-                guard: decided.guard.clone(),
+                guard: planned.guard.clone(),
                 added: Vec::new(),
                 updated: Vec::new(),
                 removed: Vec::new(),
                 migrated: Vec::new(),
+                not_landed: if failed {
+                    not_landed(&planned.plan, &landed)
+                } else {
+                    Vec::new()
+                },
                 unchanged: p.unchanged.len(),
                 skipped: p.skipped.clone(),
                 dry_run,
                 written,
                 attempts,
                 duration_ms: own_ms,
-                changes: if failed {
-                    Vec::new()
-                } else {
-                    p.changes.clone()
-                },
+                changes: p.changes.clone(),
             };
             for c in &r.changes {
                 match c {
@@ -423,7 +436,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                     Change::Remove(g) => r.removed.push(g.arn.clone()),
                 }
             }
-            if let (false, Some(ret)) = (failed, p.retire.as_deref()) {
+            if let Some(ret) = p.retire.as_deref() {
                 for c in &ret.plan.changes {
                     let arn = &c.grant().arn;
                     if ret.migrated.contains(arn) {
@@ -433,6 +446,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                     }
                 }
             }
+            let decided = planned;
             log_cluster(&r);
             match status {
                 Status::Ok => {}
@@ -481,6 +495,36 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             })
         }
     }
+}
+
+/// The plan as it landed: its changes (and retired mappings) reduced to those the store reported, in the
+/// plan's order; everything else of the plan (skips, guard, ownership) as planned.
+fn as_landed(planned: &Decided, landed: &LandedChanges) -> Decided {
+    let mut d = planned.clone();
+    d.plan.changes = landed.changes.clone();
+    d.plan
+        .changes
+        .sort_by(|a, b| ArnKey(&a.grant().arn).cmp(&ArnKey(&b.grant().arn)));
+    if let Some(r) = d.plan.retire.as_deref_mut() {
+        r.plan.changes = landed.retired.clone();
+        r.plan
+            .changes
+            .sort_by(|a, b| ArnKey(&a.grant().arn).cmp(&ArnKey(&b.grant().arn)));
+    }
+    d
+}
+
+/// The principals of planned changes that did not land.
+fn not_landed(plan: &Plan, landed: &LandedChanges) -> Vec<String> {
+    let own = plan.changes.iter().filter(|c| !landed.changes.contains(c));
+    let retired = plan
+        .retire
+        .iter()
+        .flat_map(|r| r.plan.changes.iter())
+        .filter(|c| !landed.retired.contains(c));
+    let mut out: Vec<String> = own.chain(retired).map(|c| c.grant().arn.clone()).collect();
+    out.dedup();
+    out
 }
 
 fn log_cluster(r: &ClusterReport) {
@@ -588,6 +632,7 @@ mod tests {
             _: (),
             decided: Decided,
             _: &(dyn Fn(&ClusterState) -> Decided + Sync),
+            landed: &Landed,
         ) -> Result<Applied, String> {
             self.log.lock().unwrap().push(format!("apply {cluster}"));
             // A write takes a little time, as a real one does.
@@ -603,9 +648,13 @@ mod tests {
                     }
                     Change::Remove(g) => entries.retain(|e| e.arn.as_deref() != Some(&g.arn)),
                 }
+                landed.change(c.clone());
+                // "halfway" lands its first change, then fails.
+                if cluster == "halfway" {
+                    return Err("the second write was refused".into());
+                }
             }
             Ok(Applied {
-                written: !decided.plan.changes.is_empty(),
                 decided,
                 attempts: 1,
             })
@@ -619,6 +668,7 @@ mod tests {
             groups: g.groups.clone(),
             id: None,
             policies: None,
+            held_by: None,
             owner: Owner::Us { marked: true },
         }
     }
@@ -827,6 +877,68 @@ mod tests {
         .await
         .unwrap();
         assert!(r2.store.clusters.lock().unwrap()["prod"].is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_landed_before_a_failure_is_audited_and_reported() {
+        // Two grants planned; the store lands the first and then fails.
+        let r = rec(
+            "halfway",
+            &[],
+            vec![admin("a", "true"), admin("b", "true")],
+            false,
+        );
+        let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
+        let ReconcileError::Clusters { report, summary } = e else {
+            panic!()
+        };
+        assert!(
+            summary.contains("the second write was refused"),
+            "{summary}"
+        );
+        let c = &report.clusters[0];
+        assert_eq!(c.status, Status::Failed);
+        assert!(c.written, "something landed");
+        assert_eq!(c.added, ["arn:aws:iam::123456789012:user/a"]);
+        assert_eq!(c.not_landed, ["arn:aws:iam::123456789012:user/b"]);
+        let grants: Vec<&AuditRecord> = report
+            .audit
+            .iter()
+            .filter(|a| a.action == "grant")
+            .collect();
+        assert_eq!(grants.len(), 1);
+        assert!(grants[0].applied && grants[0].principal.ends_with("/a"));
+        assert_eq!(report.metrics[0]["Granted"], 1);
+        assert_eq!(report.metrics[0]["Failed"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_user_is_one_change_under_the_cap() {
+        // Two users deleted and re-created (new ids) with MAX_REMOVALS=1: both stay admin in one run.
+        let r = rec(
+            "prod",
+            &[("MAX_REMOVALS", "1")],
+            ["a", "b"]
+                .iter()
+                .map(|n| IamUser {
+                    id: Some(format!("AIDANEW{n}")),
+                    ..admin(n, "true")
+                })
+                .collect(),
+            false,
+        );
+        seed(&r, "prod", &["a", "b"]);
+        for e in r.store.clusters.lock().unwrap().get_mut("prod").unwrap() {
+            e.id = Some(format!("AIDAOLD{}", e.username.as_deref().unwrap()));
+        }
+        let report = r.handle(&full(), Clock::unbounded()).await.unwrap();
+        let c = &report.clusters[0];
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.guard.is_none(), "{:?}", c.guard);
+        assert_eq!(c.added.len(), 2);
+        assert_eq!(c.removed.len(), 2);
+        let entries = r.store.clusters.lock().unwrap()["prod"].clone();
+        assert_eq!(entries.len(), 2, "no duplicates: {entries:?}");
     }
 
     #[tokio::test]

@@ -12,11 +12,13 @@ pub mod access_entries;
 pub mod aws_auth;
 
 use crate::adapters::aws::{AuthMode, ClusterInfo, Directory, EksError};
-use crate::core::plan::ClusterState;
-use crate::core::ports::{Applied, Decided, Store, Target};
+use crate::core::grants::ArnKey;
+use crate::core::plan::{ClusterState, Retirement};
+use crate::core::ports::{Applied, Decided, Landed, Store, Target};
 use crate::core::settings::{AccessPolicy, AccessStore};
 use access_entries::{AccessEntriesError, AccessEntryStore};
 use aws_auth::{AwsAuthStore, AwsAuthStoreError};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,18 @@ pub enum StoreError {
     AwsAuth(#[from] AwsAuthStoreError),
     #[error(transparent)]
     Entries(#[from] AccessEntriesError),
+    #[error(
+        "cluster {cluster}: access entries were written, but this deployment's aws-auth mappings could not be retired (in API_AND_CONFIG_MAP they still grant where a principal has no entry): {source}"
+    )]
+    Retirement {
+        cluster: String,
+        source: AwsAuthStoreError,
+    },
+    #[error("cluster {cluster}: {} aws-auth mappings kept, their access entries not confirmed: {}", errors.len(), errors.join("; "))]
+    Unconfirmed {
+        cluster: String,
+        errors: Vec<String>,
+    },
 }
 
 /// Which store serves a cluster.
@@ -101,7 +115,9 @@ pub struct EntriesSnapshot {
     entries: access_entries::Snapshot,
     /// The entries as read, without `legacy` (a re-plan of `aws-auth` after a conflict starts from it).
     state: ClusterState,
-    legacy: Option<(ClusterState, aws_auth::Snapshot)>,
+    /// On a migrating cluster: its `aws-auth` as read, or why it could not be read (the entries are still
+    /// written; the cluster fails naming the retirement it could not do).
+    legacy: Option<Result<(ClusterState, aws_auth::Snapshot), AwsAuthStoreError>>,
 }
 
 impl Stores {
@@ -158,9 +174,16 @@ impl Stores {
                 let (mut state, entries) = self.entries.read(cluster, target).await?;
                 let plain = state.clone();
                 let legacy = if migrate {
-                    let (legacy_state, snap) = self.aws_auth.read(cluster).await?;
-                    state.legacy = Some(Box::new(legacy_state.clone()));
-                    Some((legacy_state, snap))
+                    let read = self.aws_auth.read(cluster).await;
+                    match &read {
+                        Ok((legacy_state, _)) => {
+                            state.legacy = Some(Box::new(legacy_state.clone()))
+                        }
+                        Err(e) => {
+                            tracing::error!(cluster, error = %e, "aws-auth could not be read; access entries are still written, this deployment's aws-auth mappings are not retired")
+                        }
+                    }
+                    Some(read)
                 } else {
                     None
                 };
@@ -175,6 +198,121 @@ impl Stores {
             }
         }
     }
+
+    /// Which moving principals' entries are right now: those whose entry landed in this run (created or
+    /// repaired with every policy) need no more calls; the others are described again, a few at a time.
+    /// Returns the confirmed ARNs and the errors of those that could not be confirmed.
+    async fn confirmed(
+        &self,
+        cluster: &str,
+        moving: Vec<String>,
+        landed: &Landed,
+    ) -> (HashSet<String>, Vec<AccessEntriesError>) {
+        let (done, ask): (Vec<String>, Vec<String>) =
+            moving.into_iter().partition(|a| landed.has(a));
+        let mut ok: HashSet<String> = done.into_iter().map(|a| a.to_ascii_lowercase()).collect();
+        let mut errors = Vec::new();
+        for (arn, r) in self.entries.confirm(cluster, &ask, &self.policies).await {
+            match r {
+                Ok(()) => {
+                    ok.insert(arn.to_ascii_lowercase());
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        (ok, errors)
+    }
+
+    /// Retires this deployment's `aws-auth` mappings on a migrating cluster, after its entries were
+    /// written: revocations always; moves only for principals whose entry is confirmed (one that is not
+    /// holds back only its own mapping).
+    async fn retire(
+        &self,
+        cluster: &str,
+        applied: &mut Applied,
+        state: &ClusterState,
+        legacy_snap: aws_auth::Snapshot,
+        replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+        landed: &Landed,
+    ) -> Result<(), StoreError> {
+        let Some(retire) = applied.decided.plan.retire.as_deref_mut() else {
+            return Ok(());
+        };
+        let moving: Vec<String> = retire
+            .plan
+            .changes
+            .iter()
+            .map(|c| c.grant().arn.clone())
+            .filter(|a| retire.migrated.contains(a))
+            .collect();
+        let (confirmed, unconfirmed) = self.confirmed(cluster, moving, landed).await;
+        hold_unconfirmed(retire, &confirmed);
+        // After a conflict on aws-auth, the re-plan sees the new aws-auth; a move is still done only for a
+        // principal confirmed above (a mapping that appeared since waits for the next run).
+        let legacy_replan = |aws: &ClusterState| {
+            let mut full = state.clone();
+            full.legacy = Some(Box::new(aws.clone()));
+            let d = replan(&full);
+            let hold = d.plan.hold;
+            let mut r = d.plan.retire.map(|r| *r).unwrap_or_default();
+            hold_unconfirmed(&mut r, &confirmed);
+            r.plan.hold |= hold;
+            Decided {
+                plan: r.plan,
+                guard: d.guard,
+            }
+        };
+        let sink = Landed::default();
+        let retired = self
+            .aws_auth
+            .apply(
+                cluster,
+                legacy_snap,
+                Decided {
+                    plan: retire.plan.clone(),
+                    guard: None,
+                },
+                &legacy_replan,
+                &sink,
+            )
+            .await;
+        // What landed is reported whatever happened after it.
+        for c in sink.take().changes {
+            landed.retired(c);
+        }
+        let retired = retired?;
+        applied.attempts = applied.attempts.max(retired.attempts);
+        retire.plan = retired.decided.plan;
+        let mut unconfirmed = unconfirmed;
+        match unconfirmed.len() {
+            0 => Ok(()),
+            1 => Err(unconfirmed.remove(0).into()),
+            _ => Err(StoreError::Unconfirmed {
+                cluster: cluster.into(),
+                errors: unconfirmed.iter().map(ToString::to_string).collect(),
+            }),
+        }
+    }
+}
+
+/// Keeps the mappings of principals whose entry is not confirmed (and keeps them recorded as ours).
+fn hold_unconfirmed(retire: &mut Retirement, confirmed: &HashSet<String>) {
+    let migrated = retire.migrated.clone();
+    let mut held = Vec::new();
+    retire.plan.changes.retain(|c| {
+        let arn = &c.grant().arn;
+        let hold = migrated.contains(arn) && !confirmed.contains(&arn.to_ascii_lowercase());
+        if hold {
+            held.push(arn.clone());
+        }
+        !hold
+    });
+    retire.migrated.retain(|a| !held.contains(a));
+    retire.plan.owned_after.extend(held);
+    retire
+        .plan
+        .owned_after
+        .sort_by(|a, b| ArnKey(a).cmp(&ArnKey(b)));
 }
 
 impl Store for Stores {
@@ -221,21 +359,26 @@ impl Store for Stores {
         snapshot: Snapshot,
         decided: Decided,
         replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+        landed: &Landed,
     ) -> Result<Applied, StoreError> {
-        let (entries, state, legacy) = match snapshot {
+        let e = match snapshot {
             Snapshot::AwsAuth(s) => {
-                return Ok(self.aws_auth.apply(cluster, *s, decided, replan).await?);
+                return Ok(self
+                    .aws_auth
+                    .apply(cluster, *s, decided, replan, landed)
+                    .await?);
             }
-            Snapshot::Entries(e) => {
-                let EntriesSnapshot {
-                    entries,
-                    state,
-                    legacy,
-                } = *e;
-                (entries, state, legacy)
-            }
+            Snapshot::Entries(e) => *e,
         };
-        let legacy_state = legacy.as_ref().map(|(s, _)| Box::new(s.clone()));
+        let EntriesSnapshot {
+            entries,
+            state,
+            legacy,
+        } = e;
+        let legacy_state = match &legacy {
+            Some(Ok((s, _))) => Some(Box::new(s.clone())),
+            _ => None,
+        };
         let with_legacy = |st: &ClusterState| {
             let mut full = st.clone();
             full.legacy = legacy_state.clone();
@@ -243,7 +386,7 @@ impl Store for Stores {
         };
         let mut applied = match self
             .entries
-            .apply(cluster, entries, decided, &with_legacy)
+            .apply(cluster, entries, decided, &with_legacy, landed)
             .await
         {
             Err(e @ AccessEntriesError::WrongMode { .. }) => {
@@ -252,55 +395,19 @@ impl Store for Stores {
             }
             other => other?,
         };
-        let (Some((_, legacy_snap)), false) = (legacy, applied.decided.plan.hold) else {
-            return Ok(applied);
-        };
-        let Some(retire) = applied.decided.plan.retire.as_deref() else {
-            return Ok(applied);
-        };
-        // Every mapping that moves is removed only after its access entry is confirmed ours, with its policies.
-        let moving: Vec<String> = retire
-            .plan
-            .changes
-            .iter()
-            .map(|c| c.grant().arn.clone())
-            .filter(|a| retire.migrated.contains(a))
-            .collect();
-        if !moving.is_empty() {
-            self.entries
-                .confirm(cluster, &moving, &self.policies)
-                .await?;
-        }
-        let legacy_replan = |aws: &ClusterState| {
-            let mut full = state.clone();
-            full.legacy = Some(Box::new(aws.clone()));
-            let d = replan(&full);
-            let hold = d.plan.hold;
-            let mut plan = d.plan.retire.map(|r| r.plan).unwrap_or_default();
-            plan.hold |= hold;
-            Decided {
-                plan,
-                guard: d.guard,
+        match legacy {
+            None => Ok(applied),
+            Some(Err(source)) => Err(StoreError::Retirement {
+                cluster: cluster.into(),
+                source,
+            }),
+            Some(Ok(_)) if applied.decided.plan.hold => Ok(applied),
+            Some(Ok((_, legacy_snap))) => {
+                self.retire(cluster, &mut applied, &state, legacy_snap, replan, landed)
+                    .await?;
+                Ok(applied)
             }
-        };
-        let retired = self
-            .aws_auth
-            .apply(
-                cluster,
-                legacy_snap,
-                Decided {
-                    plan: retire.plan.clone(),
-                    guard: None,
-                },
-                &legacy_replan,
-            )
-            .await?;
-        applied.written |= retired.written;
-        applied.attempts = applied.attempts.max(retired.attempts);
-        if let Some(r) = applied.decided.plan.retire.as_deref_mut() {
-            r.plan = retired.decided.plan;
         }
-        Ok(applied)
     }
 }
 

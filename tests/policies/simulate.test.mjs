@@ -211,6 +211,7 @@ const resolve = (v) => {
   if (Array.isArray(v)) return v.map(resolve)
   if (v && typeof v === 'object') {
     if ('Ref' in v) return { ClusterNames: ['prod', 'staging'], AccessPolicyNames: ['AmazonEKSClusterAdminPolicy'], 'AWS::Region': 'us-east-1', DeploymentId: 'default' }[v.Ref] ?? v
+    if ('Fn::Sub' in v) return v['Fn::Sub'].replace('${AWS::Partition}', 'aws').replace('${AWS::AccountId}', ACCOUNT).replace('${DeploymentId}', 'default')
     if ('Fn::Join' in v) { const [d, parts] = v['Fn::Join']; return resolve(parts).flat().join(d) }
     if ('Fn::Split' in v) { const [d, s] = v['Fn::Split']; return resolve(s).split(d) }
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]))
@@ -235,7 +236,7 @@ test('the function may change only its own access entries, on exactly the manage
   const entry = (c, region = 'us-east-1') => `arn:aws:eks:${region}:${ACCOUNT}:access-entry/${c}/user/${ACCOUNT}/alice/0123-abcd`
   const ADMIN = 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy'
   const ours = { 'aws:ResourceTag/eks-admin-sync': 'default' }
-  const creating = { 'aws:RequestTag/eks-admin-sync': 'default', 'aws:TagKeys': ['eks-admin-sync'], 'eks:accessEntryType': 'STANDARD', 'eks:principalArn': ALICE }
+  const creating = { 'aws:RequestTag/eks-admin-sync': 'default', 'aws:TagKeys': ['eks-admin-sync'], 'eks:accessEntryType': 'STANDARD', 'eks:principalArn': ALICE, 'eks:kubernetesGroups': ['eks-admin-sync:default'] }
   for (const c of ['prod', 'staging']) {
     assert.equal(await ask('eks:DescribeCluster', cluster(c)), 'Allowed', c)
     assert.equal(await ask('eks:ListAccessEntries', cluster(c)), 'Allowed', c)
@@ -243,8 +244,9 @@ test('the function may change only its own access entries, on exactly the manage
     for (const a of ['eks:DescribeAccessEntry', 'eks:ListAssociatedAccessPolicies']) {
       assert.equal(await ask(a, entry(c)), 'Allowed', `${a} ${c}: anyone's entry may be read`)
     }
-    for (const a of ['eks:UpdateAccessEntry', 'eks:DeleteAccessEntry', 'eks:TagResource', 'eks:DisassociateAccessPolicy']) {
-      assert.equal(await ask(a, entry(c), ours), 'Allowed', `${a} ${c}`)
+    for (const a of ['eks:UpdateAccessEntry', 'eks:DeleteAccessEntry', 'eks:DisassociateAccessPolicy']) {
+      const context = a === 'eks:UpdateAccessEntry' ? { ...ours, 'eks:kubernetesGroups': ['eks-admin-sync:default'] } : ours
+      assert.equal(await ask(a, entry(c), context), 'Allowed', `${a} ${c}`)
       // A node role's entry, a hand-made one, another deployment's: never changed.
       assert.equal(await ask(a, entry(c)), 'ImplicitlyDenied', `${a} ${c} unmarked`)
       assert.equal(await ask(a, entry(c), { 'aws:ResourceTag/eks-admin-sync': 'viewers' }), 'ImplicitlyDenied', `${a} ${c} other deployment`)

@@ -296,6 +296,7 @@ fn entry_of_value(v: &Value) -> Read {
             .unwrap_or_default(),
         id,
         owner: Owner::Foreign,
+        held_by: None,
     };
     Read { entry, mark }
 }
@@ -325,6 +326,7 @@ fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
         },
         id,
         owner: Owner::Foreign,
+        held_by: None,
     };
     Read { entry, mark }
 }
@@ -398,6 +400,9 @@ impl AwsAuth {
             .into_iter()
             .map(|r: Read| CurrentEntry {
                 owner: owner_of(&r, &record, &recorded, &me.id),
+                held_by: r.mark.as_ref().filter(|m| **m != me.id).map(|m| {
+                    format!("eks-admin-sync deployment {m:?} (or a person who took it over)")
+                }),
                 ..r.entry
             })
             .collect();

@@ -13,7 +13,7 @@ pub mod yaml;
 
 use crate::adapters::kube::{KubeClients, KubeError};
 use crate::core::plan::ClusterState;
-use crate::core::ports::{Applied, Decided};
+use crate::core::ports::{Applied, Decided, Landed};
 use document::{AwsAuth, AwsAuthError, Deployment, MAP_USERS, NAME, NAMESPACE, record_annotation};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -112,11 +112,14 @@ impl AwsAuthApi<'_> {
     }
 
     /// Writes `decided` on `snapshot`; on 409 re-reads, re-plans with `replan` and tries again (bounded).
+    /// Applies `decided` with one merge patch (or create) carrying `resourceVersion`; on 409 reads again and
+    /// re-plans. The patch is atomic: once it is accepted, every change of the plan landed.
     pub async fn apply(
         &self,
         mut snapshot: Snapshot,
         mut decided: Decided,
         replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+        landed: &Landed,
     ) -> Result<Applied, AwsAuthStoreError> {
         let cluster = self.cluster;
         let annotation = record_annotation(&self.me.id);
@@ -129,7 +132,6 @@ impl AwsAuthApi<'_> {
             if decided.plan.hold {
                 return Ok(Applied {
                     decided,
-                    written: false,
                     attempts: attempt,
                 });
             }
@@ -143,7 +145,6 @@ impl AwsAuthApi<'_> {
             if update.is_empty() {
                 return Ok(Applied {
                     decided,
-                    written: false,
                     attempts: attempt,
                 });
             }
@@ -189,9 +190,11 @@ impl AwsAuthApi<'_> {
             };
             match result {
                 Ok(()) => {
+                    for c in &decided.plan.changes {
+                        landed.change(c.clone());
+                    }
                     return Ok(Applied {
                         decided,
-                        written: true,
                         attempts: attempt,
                     });
                 }
@@ -285,15 +288,16 @@ impl AwsAuthStore {
         snapshot: Snapshot,
         decided: Decided,
         replan: &(dyn Fn(&ClusterState) -> Decided + Sync),
+        landed: &Landed,
     ) -> Result<Applied, AwsAuthStoreError> {
         let api = self.api(cluster).await?;
-        match api.apply(snapshot, decided, replan).await {
+        match api.apply(snapshot, decided, replan, landed).await {
             Err(e) => {
                 // A 401 on the write: a fresh token, then a fresh read and plan (the snapshot is spent).
                 if self.forget_after(cluster, &e) {
                     let api = self.api(cluster).await?;
                     let (state, snapshot) = api.read().await?;
-                    return api.apply(snapshot, replan(&state), replan).await;
+                    return api.apply(snapshot, replan(&state), replan, landed).await;
                 }
                 Err(e)
             }
