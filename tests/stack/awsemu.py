@@ -15,6 +15,8 @@
 - EKS authentication modes and access entries (eks_access.py): accessConfig on CreateCluster /
   DescribeCluster / UpdateClusterConfig, the nine access-entry calls, tags on entries;
   /_emu/eks/<name>/authz?arn=A&id=I (GET) tells the local authenticator the mode and the entry that applies.
+- /_emu/latency (POST {"eks": 50, "iam": 20}): milliseconds of delay before every answer of that service
+  (benchmarks at a realistic round trip); {} turns it off.
 - /_emu/faults (POST {"label": "iam:GetUser", "status": 400, "code": "Throttling", "message": "...",
   "count": N}) answers the next N calls of that action with that error, in the service's own error shape
   (count -1: until cleared; an empty body clears every fault). Lets tests show that only IAM's own
@@ -31,6 +33,7 @@ import io
 import json
 import re
 import threading
+import time
 import urllib.parse
 import uuid
 from collections import Counter
@@ -196,6 +199,10 @@ def set_eks_cluster(name, body, region):
 
 
 IAM_PAGE_CAP = [1000]
+# Per-service delay before each answer, in seconds ({"eks": 0.05}): benchmarks at a realistic round trip
+# (tens of milliseconds) instead of the emulator's ~1 ms. Requests are served on threads, so concurrent
+# calls wait side by side, as they would on a real service.
+LATENCY = {}
 FAULTS = {}
 FAULTS_LOCK = threading.Lock()
 
@@ -314,6 +321,9 @@ class App:
         if "X-Amz-Credential=" in query and "Action=GetCallerIdentity" in query:
             return presigned_sts(environ, start_response)
         label = _classify(environ)
+        delay = LATENCY.get(label.split(":", 1)[0])
+        if delay:
+            time.sleep(delay)
         fault = take_fault(label)
         if fault:
             _count(f"{label}(fault {fault['code']})")
@@ -394,6 +404,9 @@ class App:
         elif path == "/_emu/calls/reset" and method == "POST":
             with CALLS_LOCK:
                 CALLS.clear()
+        elif path == "/_emu/latency" and method == "POST":
+            LATENCY.clear()
+            LATENCY.update({k: float(v) / 1000 for k, v in body.items()})
         elif path == "/_emu/iam/page-cap" and method == "POST":
             IAM_PAGE_CAP[0] = int(body.get("cap", 1000))
         elif path == "/_emu/faults" and method == "POST":

@@ -83,6 +83,12 @@ def update_mode(name, mode):
                            f"Unsupported authentication mode update from {current} to {mode}")
         if mode == current:
             raise EksError(400, "InvalidParameterException", f"Cluster is already in {mode} mode")
+        # One step at a time: CONFIG_MAP -> API directly is refused (EKS user guide, "Change authentication
+        # mode to use access entries": CONFIG_MAP -> API_AND_CONFIG_MAP -> API; real EKS answers 400
+        # InvalidParameterException "Unsupported authentication mode update from CONFIG_MAP to API").
+        if MODES_ORDER.index(mode) - MODES_ORDER.index(current) > 1:
+            raise EksError(400, "InvalidParameterException",
+                           f"Unsupported authentication mode update from {current} to {mode}")
         MODES[name] = mode
 
 
@@ -94,7 +100,12 @@ def _need_api_mode(name):
 
 
 def _principal(arn):
-    """(kind, unique id) of an existing IAM user or role with exactly this ARN, or raise invalid principal."""
+    """(kind, unique id) of an existing IAM user or role with exactly this ARN, or raise as EKS does: an STS
+    (assumed-role) ARN is "The principalArn parameter format is not valid"; an IAM ARN of no principal is
+    "The specified principalArn is invalid: invalid principal." (both 400 InvalidParameterException, as
+    reported from real EKS)."""
+    if ":sts::" in (arn or "") or not (arn or "").startswith("arn:"):
+        raise EksError(400, "InvalidParameterException", "The principalArn parameter format is not valid")
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.iam.models import iam_backends
 
@@ -274,8 +285,12 @@ def associate(region, name, principal, body):
         raise EksError(400, "InvalidParameterException", "namespaces are needed with, and only with, namespace scope")
     with LOCK:
         e = _entry(name, principal)
-        if e["type"] != "STANDARD":
-            raise EksError(400, "InvalidRequestException", f"access policies cannot be associated with a {e['type']} entry")
+        # EKS: policies only on STANDARD entries, and on EC2 (Auto Mode) entries; anything else is 400
+        # InvalidParameterException (not InvalidRequestException, which is the wrong-mode answer).
+        if e["type"] not in ("STANDARD", "EC2"):
+            raise EksError(400, "InvalidParameterException",
+                           'The AssociateAccessPolicy operation can only be performed on Access Entries with a type '
+                           'of "STANDARD".')
         now = _now()
         old = e["policies"].get(policy)
         e["policies"][policy] = {"policyArn": policy,

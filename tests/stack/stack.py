@@ -7,6 +7,7 @@ Used by the end-to-end tests (tests/e2e) and the demo (tests/stack/demo.py).
 import base64
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -110,6 +111,7 @@ class Stack:
         self.own_workdir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="eks-admin-sync-stack-")
         self.procs = {}
+        self.last_run_end = 0.0
         self.logs = {}
         self.log = log or (lambda msg: print(f"[stack] {msg}", file=sys.stderr, flush=True))
         self.admin_token = base64.b32encode(os.urandom(20)).decode().lower()
@@ -427,8 +429,15 @@ class Stack:
 
     def run(self, args, extra_env=None, input=None, timeout=120):
         """Runs the product binary (CLI mode) as the function's own role."""
-        return subprocess.run([BINARY] + args, env=self.function_env(extra_env), input=input,
-                              capture_output=True, text=True, timeout=timeout)
+        try:
+            return subprocess.run([BINARY] + args, env=self.function_env(extra_env), input=input,
+                                  capture_output=True, text=True, timeout=timeout)
+        finally:
+            self.ran()
+
+    def ran(self):
+        """The function just ran (and may have revoked): later kubectl checks sign their tokens after it."""
+        self.last_run_end = time.time()
 
     def handle_event(self, event, extra_env=None):
         """Delivers one event through `handle-event -`; returns (exit code, report or None, stderr).
@@ -473,6 +482,13 @@ class Stack:
         return path
 
     def kubectl_as(self, cluster, creds, args):
+        # A token is signed to the second, and kube-apiserver caches a token review that succeeded (even with
+        # --authentication-token-webhook-cache-ttl=0s). So that no check passes or fails by timing, every
+        # request after a run of the function uses a token signed in a later second than the run's end: one
+        # that cannot have been accepted before a revocation.
+        wait = math.floor(self.last_run_end) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)
         return subprocess.run([KUBECTL, f"--kubeconfig={self.kubeconfig(cluster, creds)}"] + args,
                               capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""), "HOME": self.dir})
 
@@ -504,6 +520,7 @@ class Stack:
             self.delete_user(u["UserName"])
         self.emu("/_emu/iam/page-cap", {"cap": 1000})
         self.emu("/_emu/faults", {})
+        self.emu("/_emu/latency", {})
         for c in self.clusters:
             if f"apiserver-{c}" not in self.procs:
                 self.start_apiserver(c)
