@@ -13,6 +13,11 @@ target/bench.json). Targets are goals for the code, reported as met or not; noth
 7. Access cost per authentication mode: 300 admins on 3 clusters in each mode (CONFIG_MAP, API_AND_CONFIG_MAP,
    API): EKS calls by action and wall time of the first full reconcile, of the next (nothing to do) and of one
    tag event; and the migration of 300 aws-auth mappings when 3 clusters move to API_AND_CONFIG_MAP.
+8. The same at a realistic EKS round trip: every EKS answer delayed 50 ms at the emulator (AWS publishes no
+   latency for these calls; tens of milliseconds per regional API call is what clients see). 300 admins on 3
+   API clusters (first and steady full reconcile, one tag event), and the migration of 3 x 300 aws-auth
+   mappings within the default 20 s cluster deadline: EKS calls, wall time, per-cluster status and the most
+   EKS calls in flight at once.
 """
 
 import asyncio
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -299,6 +305,52 @@ def bench_access_cost():
         s.stop()
 
 
+EKS_LATENCY_MS = int(os.environ.get("BENCH_EKS_LATENCY_MS", "50"))
+
+
+def bench_access_latency():
+    api = ["api1", "api2", "api3"]
+    legacy = ["cm1", "cm2", "cm3"]
+    s = Stack(clusters=api + legacy, modes={**{c: "API" for c in api}, **{c: "CONFIG_MAP" for c in legacy}})
+    s.start()
+    out = {"eks_latency_ms": EKS_LATENCY_MS, "admins": 300}
+    try:
+        s.emu("/_emu/iam/bulk-users", {"prefix": "admin", "count": 300, "tagged": 300})
+
+        def run(clusters, event):
+            s.reset_calls()
+            t0 = time.monotonic()
+            p = subprocess.run([RELEASE_BIN, "handle-event", "-"], input=json.dumps(event),
+                               env=s.function_env({"CLUSTER_NAMES": " ".join(clusters), "MAX_REMOVALS": "0"}),
+                               capture_output=True, text=True, timeout=600)
+            wall = time.monotonic() - t0
+            report = json.loads(p.stdout) if p.stdout.strip() else {"clusters": []}
+            calls = {k: v for k, v in s.calls().items() if k.startswith("eks:")}
+            with urllib.request.urlopen(f"{s.aws_url}/_emu/inflight", timeout=5) as r:
+                inflight = json.loads(r.read())["max"]
+            return {"exit": p.returncode, "wall_s": wall, "eks_calls": sum(calls.values()), "by_action": calls,
+                    "max_in_flight": inflight,
+                    "clusters": {c["cluster"]: {"status": c["status"], "added": len(c["added"]),
+                                                "migrated": len(c["migrated"]), "unchanged": c["unchanged"],
+                                                "duration_ms": c["durationMs"], "error": c.get("error")}
+                                 for c in report["clusters"]}}
+
+        full = {"action": "reconcile"}
+        # The aws-auth rows to migrate are written without latency (no EKS access call is involved).
+        assert run(legacy, full)["exit"] == 0
+        for c in legacy:
+            s.set_mode(c, "API_AND_CONFIG_MAP")
+        s.emu("/_emu/latency", {"eks": EKS_LATENCY_MS})
+        out["api_first_full"] = run(api, full)
+        out["api_steady_full"] = run(api, full)
+        out["api_tag_event"] = run(api, {"action": "reconcile", "user": "admin00007"})
+        out["migration"] = run(legacy, full)
+        out["after_migration_full"] = run(legacy, full)
+        results["access_latency"] = out
+    finally:
+        s.stop()
+
+
 def bench_plan():
     out = subprocess.run(["cargo", "bench", "--locked", "--bench", "plan", "--", "--noplot"], cwd=REPO,
                          capture_output=True, text=True)
@@ -338,10 +390,15 @@ def main():
         bench_access_cost()
         print(json.dumps(results["access_cost"], indent=2))
         return
+    if os.environ.get("BENCH_ONLY") == "latency":
+        bench_access_latency()
+        print(json.dumps(results["access_latency"], indent=2))
+        return
     bench_init()
     bench_stack()
     bench_many_clusters()
     bench_access_cost()
+    bench_access_latency()
     bench_plan()
     bench_package()
     i, t, f, p, k, m = (results["init"], results["tag_event_warm"], results["full_reconcile"],
@@ -371,6 +428,21 @@ def main():
                      f"{r['first_full']['wall_s']:.2f} / {r['steady_full']['wall_s']:.2f} / {r['tag_event']['wall_s']:.2f} s",
                      "reported", "-"))
     rows.append(("Migration of 3 x 300 aws-auth mappings to access entries", f"{a['migration']['eks_calls']} EKS calls, {a['migration']['wall_s']:.2f} s", "reported", "-"))
+    lat = results["access_latency"]
+    ms = lat["eks_latency_ms"]
+    st_, mig, tag = lat["api_steady_full"], lat["migration"], lat["api_tag_event"]
+    mig_ok = mig["exit"] == 0 and all(c["status"] == "ok" and c["migrated"] == 300 for c in mig["clusters"].values())
+    rows += [
+        (f"At {ms} ms per EKS call: steady full reconcile, 300 admins x 3 API clusters",
+         f"{st_['wall_s']:.2f} s, {st_['eks_calls']} EKS calls, {st_['max_in_flight']} in flight at most", "<= 5 s", verdict(st_["wall_s"] <= 5 and st_["exit"] == 0)),
+        (f"At {ms} ms per EKS call: first full reconcile (900 entries created)",
+         f"{lat['api_first_full']['wall_s']:.2f} s, {lat['api_first_full']['eks_calls']} EKS calls", "reported", "-"),
+        (f"At {ms} ms per EKS call: migration of 3 x 300 rows, one run, 20 s deadline",
+         f"{mig['wall_s']:.2f} s, {mig['eks_calls']} EKS calls, {mig['max_in_flight']} in flight; " + ", ".join(f"{n}: {c['status']} {c['migrated']}" for n, c in sorted(mig["clusters"].items())),
+         "all ok, 300 each", verdict(mig_ok)),
+        (f"At {ms} ms per EKS call: one tag event, EKS calls per cluster",
+         f"{json.dumps(tag['by_action'])} over 3 clusters ({tag['wall_s']:.2f} s)", "<= 2 per cluster", verdict(tag["exit"] == 0 and tag["eks_calls"] - tag["by_action"].get("eks:DescribeCluster", 0) <= 6)),
+    ]
     w = [max(len(r[c]) for r in rows) for c in range(4)]
     print(f"\neks-admin-sync benchmarks on {results['machine']['cpu']} ({results['machine']['cores']} cores)\n")
     print("  ".join(h.ljust(w[c]) for c, h in enumerate(["FIGURE", "VALUE", "TARGET", "VERDICT"])))

@@ -34,6 +34,9 @@ const FUNCTION_ROLE = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-function`
 const RULE = `arn:aws:events:us-east-1:${ACCOUNT}:rule/eks-admin-sync-FunctionIamUserChanges-1A2B3C`
 const QUEUE = `arn:aws:sqs:us-east-1:${ACCOUNT}:eks-admin-sync-dead-letters`
 const ALICE = `arn:aws:iam::${ACCOUNT}:user/alice` // carries the tag
+const CLUSTER = `arn:aws:eks:us-east-1:${ACCOUNT}:cluster/prod`
+const ENTRY = `arn:aws:eks:us-east-1:${ACCOUNT}:access-entry/prod/user/${ACCOUNT}/alice/0aa1b2c3-d4e5-f6a7-b8c9-d0e1f2a3b4c5`
+const MARKED = { 'aws:ResourceTag/eks-admin-sync': 'default' }
 const BOB = `arn:aws:iam::${ACCOUNT}:user/bob` // does not
 
 const adminAccess = { name: 'AdministratorAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
@@ -109,7 +112,15 @@ const attacks = [
   ['retarget the function\'s event rule', { action: 'events:PutTargets', resource: RULE }],
   ['disable the function\'s event rule', { action: 'events:DisableRule', resource: RULE }],
   ['read the dead letters', { action: 'sqs:ReceiveMessage', resource: QUEUE }],
-  ['purge the dead letters', { action: 'sqs:PurgeQueue', resource: QUEUE }]
+  ['purge the dead letters', { action: 'sqs:PurgeQueue', resource: QUEUE }],
+  // The function's ownership marks on access entries (issue 16): stripping one makes an entry unclear,
+  // forging them makes someone's entry the function's to rewrite, and changing a marked entry is changing a grant.
+  ['strip the function\'s mark tags from an access entry', { action: 'eks:UntagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync', 'eks-admin-sync-user-id'], ...MARKED } }],
+  ['set the function\'s mark on another entry', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
+  ['create an access entry that carries the function\'s mark', { action: 'eks:CreateAccessEntry', resource: CLUSTER, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
+  ['rewrite a marked entry (drop its group mark, change its username)', { action: 'eks:UpdateAccessEntry', resource: ENTRY, context: MARKED }],
+  ['widen a marked entry\'s access policy', { action: 'eks:AssociateAccessPolicy', resource: ENTRY, context: { ...MARKED, 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy' } }],
+  ['delete a marked entry', { action: 'eks:DeleteAccessEntry', resource: ENTRY, context: MARKED }]
 ]
 
 for (const [what, req] of attacks) {
@@ -142,7 +153,15 @@ const allowed = [
   [DEPLOYER, 'change the function configuration', { action: 'lambda:UpdateFunctionConfiguration', resource: FUNCTION }],
   [DEPLOYER, 'pass the function role to the function', { action: 'iam:PassRole', resource: FUNCTION_ROLE }],
   [DEPLOYER, 'create the function role without the boundary', { action: 'iam:CreateRole', resource: FUNCTION_ROLE }],
-  [DEPLOYER, 'update the event rule', { action: 'events:PutTargets', resource: RULE }]
+  [DEPLOYER, 'update the event rule', { action: 'events:PutTargets', resource: RULE }],
+  [FUNCTION_ROLE, 'create its marked entries', { action: 'eks:CreateAccessEntry', resource: CLUSTER, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
+  [FUNCTION_ROLE, 'restore its mark tags', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default', ...MARKED } }],
+  [FUNCTION_ROLE, 'update its entries', { action: 'eks:UpdateAccessEntry', resource: ENTRY, context: MARKED }],
+  [FUNCTION_ROLE, 'delete its entries', { action: 'eks:DeleteAccessEntry', resource: ENTRY, context: MARKED }],
+  [PLATFORM, 'take an entry over (remove the marks)', { action: 'eks:UntagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], ...MARKED } }],
+  [PLATFORM_SSO, 'restore a stripped mark', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
+  [ACCOUNT_ADMIN, 'tag an access entry with its own tags', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['team'], 'aws:RequestTag/team': 'data' } }],
+  [ACCOUNT_ADMIN, 'manage entries that are not the function\'s', { action: 'eks:UpdateAccessEntry', resource: ENTRY }]
 ]
 for (const [principal, what, req] of allowed) {
   test(`still allowed: ${principal.split('/').pop()} may ${what}`, async () => {

@@ -15,6 +15,7 @@
 - EKS authentication modes and access entries (eks_access.py): accessConfig on CreateCluster /
   DescribeCluster / UpdateClusterConfig, the nine access-entry calls, tags on entries;
   /_emu/eks/<name>/authz?arn=A&id=I (GET) tells the local authenticator the mode and the entry that applies.
+- /_emu/inflight (GET): EKS calls in flight now and at most since the last calls reset.
 - /_emu/latency (POST {"eks": 50, "iam": 20}): milliseconds of delay before every answer of that service
   (benchmarks at a realistic round trip); {} turns it off.
 - /_emu/faults (POST {"label": "iam:GetUser", "status": 400, "code": "Throttling", "message": "...",
@@ -203,6 +204,10 @@ IAM_PAGE_CAP = [1000]
 # (tens of milliseconds) instead of the emulator's ~1 ms. Requests are served on threads, so concurrent
 # calls wait side by side, as they would on a real service.
 LATENCY = {}
+# EKS calls being answered right now, and the most at once since the last /_emu/calls/reset: the
+# concurrency a client reached.
+IN_FLIGHT = {"now": 0, "max": 0}
+IN_FLIGHT_LOCK = threading.Lock()
 FAULTS = {}
 FAULTS_LOCK = threading.Lock()
 
@@ -321,6 +326,18 @@ class App:
         if "X-Amz-Credential=" in query and "Action=GetCallerIdentity" in query:
             return presigned_sts(environ, start_response)
         label = _classify(environ)
+        if not label.startswith("eks:"):
+            return self._answer(environ, start_response, label)
+        with IN_FLIGHT_LOCK:
+            IN_FLIGHT["now"] += 1
+            IN_FLIGHT["max"] = max(IN_FLIGHT["max"], IN_FLIGHT["now"])
+        try:
+            return self._answer(environ, start_response, label)
+        finally:
+            with IN_FLIGHT_LOCK:
+                IN_FLIGHT["now"] -= 1
+
+    def _answer(self, environ, start_response, label):
         delay = LATENCY.get(label.split(":", 1)[0])
         if delay:
             time.sleep(delay)
@@ -404,6 +421,11 @@ class App:
         elif path == "/_emu/calls/reset" and method == "POST":
             with CALLS_LOCK:
                 CALLS.clear()
+            with IN_FLIGHT_LOCK:
+                IN_FLIGHT["max"] = IN_FLIGHT["now"]
+        elif path == "/_emu/inflight" and method == "GET":
+            with IN_FLIGHT_LOCK:
+                out = dict(IN_FLIGHT)
         elif path == "/_emu/latency" and method == "POST":
             LATENCY.clear()
             LATENCY.update({k: float(v) / 1000 for k, v in body.items()})
