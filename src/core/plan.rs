@@ -601,6 +601,16 @@ mod tests {
                 owned_after: s(&[A]),
             },
             Case {
+                name: "unclear entry without a record (an access entry that lost one mark) is reported, not forgotten",
+                state: state(vec![e(A, "alice", &[], Owner::Unclear)], &[]),
+                desired: vec![],
+                scope: Scope::Users(s(&["alice"])),
+                changes: vec![],
+                unchanged: vec![],
+                skipped: vec![SkipKind::Unclear],
+                owned_after: s(&[A]),
+            },
+            Case {
                 name: "recorded but unmarked entry is not rewritten even when desired",
                 state: state(vec![e(A, "hand", &["viewers"], Owner::Unclear)], &[A]),
                 desired: vec![g(A, "alice")],

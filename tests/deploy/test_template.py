@@ -122,14 +122,20 @@ def test_template_facts():
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.
     eks = [s for s in statements if any(a.startswith("eks:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
-    assert len(eks) == 5 and describe == eks[:1]
+    assert len(eks) == 7 and describe == eks[:1]
     for s in eks:
         assert "ClusterNames" in json.dumps(s["Resource"]), s
         assert s["Condition"]["StringEquals"]["aws:RequestedRegion"] == {"Ref": "AWS::Region"}
     by_sid = {s.get("Sid"): s for s in eks}
     mark = {"Ref": "DeploymentId"}
-    assert by_sid["CreateMarkedUserEntries"]["Condition"]["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
-    for sid in ("ChangeOnlyOwnEntries", "AssociateOnlyTheConfiguredPolicies"):
+    create = by_sid["CreateMarkedUserEntries"]["Condition"]
+    assert create["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
+    assert create["ForAnyValue:StringEquals"]["eks:kubernetesGroups"] == {"Fn::Sub": "eks-admin-sync:${DeploymentId}"}
+    assert create["ArnLike"]["eks:principalArn"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user/*"}
+    tag = by_sid["TagWithTheMarksOnly"]["Condition"]
+    assert tag["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
+    assert tag["ForAllValues:StringEquals"]["aws:TagKeys"] == create["ForAllValues:StringEquals"]["aws:TagKeys"]
+    for sid in ("ChangeOnlyOwnEntries", "UpdateOnlyOwnEntriesKeepingTheGroupMark", "AssociateOnlyTheConfiguredPolicies"):
         assert by_sid[sid]["Condition"]["StringEquals"]["aws:ResourceTag/eks-admin-sync"] == mark
     assoc = by_sid["AssociateOnlyTheConfiguredPolicies"]
     assert "AccessPolicyNames" in json.dumps(assoc["Condition"]["ArnLike"]["eks:policyArn"])
@@ -257,12 +263,15 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     doc = iam.get_role_policy(RoleName=role_name, PolicyName="manage-cluster-access")["PolicyDocument"]
     if isinstance(doc, str):  # moto keeps a template-built inline policy as a Python repr
         doc = ast.literal_eval(doc)
-    describe, read, create, change, associate = doc["Statement"]
+    describe, read, create, tag, change, update, associate = doc["Statement"]
     clusters = ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging"]
     entries = ["arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
     assert describe["Resource"] == clusters and create["Resource"] == clusters
     assert read["Resource"] == clusters + entries
     assert change["Resource"] == entries and associate["Resource"] == entries
+    assert tag["Resource"] == entries and update["Resource"] == entries
+    assert create["Condition"]["ForAnyValue:StringEquals"]["eks:kubernetesGroups"] == "eks-admin-sync:default"
+    assert create["Condition"]["ArnLike"]["eks:principalArn"] == "arn:aws:iam::123456789012:user/*"
     assert associate["Condition"]["ArnLike"]["eks:policyArn"] == [
         "arn:*:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
     assert create["Condition"]["StringEquals"]["aws:RequestTag/eks-admin-sync"] == "default"
