@@ -326,6 +326,69 @@ mod tests {
     }
 
     #[test]
+    fn the_aws_auth_record_of_a_migrating_cluster_counts_for_record_tag_key() {
+        let (mut p, st) = planned(2, 1);
+        let (_, mut legacy) = planned(2, 2);
+        legacy.record_tag_key = Some("eks-cluster-viewer".into());
+        let st = ClusterState {
+            legacy: Some(Box::new(legacy)),
+            ..st
+        };
+        let g = guard(&mut p, &st, &facts(false, 3, None, false)).unwrap();
+        assert_eq!(g.rule, Rule::RecordTagKey);
+        assert!(p.hold);
+    }
+
+    #[test]
+    fn a_replacement_is_neither_counted_nor_split() {
+        // 3 owned entries, all still granted, 2 of them behind a new IAM user id (deleted and re-created).
+        let (_, mut st) = planned(3, 0);
+        for (n, e) in st.entries.iter_mut().enumerate() {
+            e.id = Some(format!("AIDAOLD{n}"));
+        }
+        let desired: Vec<Grant> = (0..3)
+            .map(|n| Grant {
+                id: Some(if n < 2 {
+                    format!("AIDANEW{n}")
+                } else {
+                    format!("AIDAOLD{n}")
+                }),
+                ..grant(n)
+            })
+            .collect();
+        let mut p = plan(&st, &desired, &Scope::All);
+        assert_eq!(p.removals(), 2);
+        assert_eq!(
+            p.replaced.iter().map(|r| r.arn.clone()).collect::<Vec<_>>(),
+            vec![arn(0), arn(1)]
+        );
+        assert_eq!(p.revocations(), 0, "a replacement is not a revocation");
+        assert!(guard(&mut p, &st, &facts(true, 3, Some(1), false)).is_none());
+        // With a real revocation beside them (the third user untagged), a cap of 0 refuses only that one and
+        // keeps both pairs whole.
+        let mut p = plan(&st, &desired[..2], &Scope::All);
+        assert_eq!(p.revocations(), 1);
+        let g = guard(&mut p, &st, &facts(true, 3, Some(0), false)).unwrap();
+        assert_eq!(
+            g.refused,
+            vec![Grant {
+                id: Some("AIDAOLD2".into()),
+                ..grant(2)
+            }]
+        );
+        let removed: Vec<&str> = p
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Remove(g) => Some(g.arn.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, [arn(0), arn(1)], "both replacements kept whole");
+        assert_eq!(p.changes.len(), 4);
+    }
+
+    #[test]
     fn retired_rows_count_as_removals_only_when_they_revoke() {
         use crate::core::plan::{Retirement, retire};
         // aws-auth on a migrating cluster: 5 of our rows; 3 principals still granted (their entries are

@@ -416,6 +416,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unconfirmed_principal_holds_back_only_its_own_mapping() {
+        use crate::core::grants::Grant;
+        use crate::core::plan::{Change, Plan};
+        let arn = |n: &str| format!("arn:aws:iam::123456789012:user/{n}");
+        let g = |n: &str| Grant {
+            arn: arn(n),
+            username: n.into(),
+            groups: vec!["system:masters".into()],
+            id: None,
+            policies: vec![],
+        };
+        // alice and bob move, carol (untagged) is revoked; only alice's entry is confirmed.
+        let mut r = Retirement {
+            plan: Plan {
+                changes: vec![
+                    Change::Remove(g("alice")),
+                    Change::Remove(g("bob")),
+                    Change::Remove(g("carol")),
+                ],
+                ..Default::default()
+            },
+            migrated: vec![arn("alice"), arn("bob")],
+        };
+        let confirmed: HashSet<String> = [arn("ALICE").to_ascii_lowercase()].into();
+        hold_unconfirmed(&mut r, &confirmed);
+        let left: Vec<&str> = r
+            .plan
+            .changes
+            .iter()
+            .map(|c| c.grant().arn.as_str())
+            .collect();
+        assert_eq!(
+            left,
+            [arn("alice"), arn("carol")],
+            "the revocation goes regardless"
+        );
+        assert_eq!(r.migrated, [arn("alice")]);
+        assert_eq!(r.plan.owned_after, [arn("bob")], "bob's row stays ours");
+    }
+
+    #[test]
     fn store_per_mode_and_setting() {
         use AccessStore::*;
         use AuthMode::*;
