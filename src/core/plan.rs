@@ -37,6 +37,17 @@ pub struct CurrentEntry {
     pub held_by: Option<String>,
 }
 
+/// What form a store's grants take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GrantForm {
+    /// Kubernetes groups, as `ADMIN_GROUPS` says (`system:` groups included).
+    #[default]
+    Groups,
+    /// Access policies (admin comes from them), with groups that are not `system:` and a username that is
+    /// not reserved.
+    AccessPolicies,
+}
+
 /// What a store holds for one cluster, as the planner needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
@@ -46,8 +57,8 @@ pub struct ClusterState {
     pub recorded: Vec<String>,
     /// The admin tag key the ownership record was written under, when the record says.
     pub record_tag_key: Option<String>,
-    /// The entries are EKS access entries (grants take their access-entry shape), not `aws-auth` rows.
-    pub access_entries: bool,
+    /// The form of grant the store holds (a neutral description: the core does not know the store).
+    pub form: GrantForm,
     /// On a cluster in `API_AND_CONFIG_MAP` mode served by access entries: its `aws-auth`, where this
     /// deployment's mappings are retired (migrated once the principal's entry is right, revoked otherwise).
     pub legacy: Option<Box<ClusterState>>,

@@ -5,10 +5,13 @@
 
 use crate::core::audit::{self, AuditRecord, Counts};
 use crate::core::event::{self, Action, EventError, Intent, Trigger};
-use crate::core::grants::ArnKey;
-use crate::core::grants::{Desired, IamUser, access_entry_grants, desired_for_cluster};
+use crate::core::grants::{
+    ArnKey, Desired, Grant, IamUser, access_entry_grants, desired_for_cluster,
+};
 use crate::core::guard::{Facts, Guarded, guard};
-use crate::core::plan::{Change, ClusterState, Plan, Scope, Skip, SkipKind, plan, retire};
+use crate::core::plan::{
+    Change, ClusterState, GrantForm, Plan, Scope, Skip, SkipKind, plan, retire,
+};
 use crate::core::ports::{Decided, IamError, IamSource, Landed, LandedChanges, Store, Target};
 use crate::core::settings::Settings;
 use serde::Serialize;
@@ -98,6 +101,22 @@ pub struct Report {
     pub metrics: Vec<Value>,
 }
 
+impl Report {
+    fn new(intent: &Intent, dry_run: bool) -> Self {
+        Report {
+            intent: String::new(),
+            trigger: intent.trigger.clone(),
+            dry_run,
+            force: intent.force,
+            ignored: None,
+            clusters: Vec::new(),
+            notes: Vec::new(),
+            audit: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
+}
+
 /// When and until when an invocation runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -126,6 +145,8 @@ enum Phase<Snap> {
     Planned {
         snapshot: Snap,
         decided: Decided,
+        /// The grant form the cluster's store holds (re-plans use the same).
+        form: GrantForm,
         /// Time the cluster's own read took (counted against its budget).
         spent: Duration,
     },
@@ -159,27 +180,45 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         self.run(intent, clock).await
     }
 
+    /// One invocation, one short step per phase.
     pub async fn run(&self, intent: Intent, clock: Clock) -> Result<Report, ReconcileError> {
-        let dry_run = intent.dry_run || self.settings.dry_run;
-        let mut report = Report {
-            intent: String::new(),
-            trigger: intent.trigger.clone(),
-            dry_run,
-            force: intent.force,
-            ignored: None,
-            clusters: Vec::new(),
-            notes: Vec::new(),
-            audit: Vec::new(),
-            metrics: Vec::new(),
-        };
+        let mut report = Report::new(&intent, intent.dry_run || self.settings.dry_run);
         // Phase 1: IAM facts. Any failure ends the invocation before a cluster is touched.
+        let Some(facts) = self.iam_facts(&intent, &mut report).await? else {
+            return Ok(report);
+        };
+        // Phase 2: grants, once per invocation.
+        let grants = self.grants(&facts.users, &mut report);
+        let budget = Budget::new(&self.settings, clock);
+        // Phase 3: read and plan every cluster, concurrently; the guard sees every plan.
+        let phases = self.read_and_plan(&facts, &grants, &budget).await;
+        grants.note_entry_grants(&phases, &mut report);
+        // Phase 4: apply, concurrently.
+        let run = Run {
+            facts: &facts,
+            grants: &grants,
+            budget: &budget,
+            dry_run: report.dry_run,
+        };
+        let outcomes = self.apply_all(phases, &run).await;
+        // Phase 5: report, audit records and metrics.
+        self.finish(report, outcomes, &intent.trigger, clock)
+    }
+
+    /// Who IAM says is what: all users (a full reconcile) or the named ones, and what the stores must read.
+    /// `None`: the event is ignored (the report says why).
+    async fn iam_facts(
+        &self,
+        intent: &Intent,
+        report: &mut Report,
+    ) -> Result<Option<IamFacts>, ReconcileError> {
         let mut target = Target::default();
         let (users, scope) = match &intent.action {
             Action::Ignore(reason) => {
                 tracing::info!(%reason, "event ignored");
                 report.intent = "ignore".into();
                 report.ignored = Some(reason.clone());
-                return Ok(report);
+                return Ok(None);
             }
             Action::ReconcileAll => {
                 let users = self.iam.list_users().await?;
@@ -189,19 +228,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 (users, Scope::All)
             }
             Action::ReconcileUsers(names) => {
-                let mut users: Vec<IamUser> = Vec::new();
-                for name in names {
-                    match self.iam.get_user(name).await? {
-                        Some(u) => {
-                            target.arns.push(u.arn.clone());
-                            users.push(u)
-                        }
-                        None => {
-                            target.unresolved.push(name.clone());
-                            tracing::info!(user = %name, "IAM user does not exist; its owned entries will be removed")
-                        }
-                    }
-                }
+                let users = self.named_users(names, &mut target).await?;
                 // A path change or rename leaves the old entry under an ARN IAM no longer gives: look for
                 // the names among the entries too.
                 if intent.trigger.event_name.as_deref() == Some("UpdateUser") {
@@ -215,138 +242,185 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 (users, Scope::Users(names.clone()))
             }
         };
-        let s = &self.settings;
-        let facts = Facts {
-            full: scope == Scope::All,
-            tagged: users
-                .iter()
-                .filter(|u| u.tag_value(&s.tag_key).is_some())
-                .count(),
-            max_removals: s.max_removals,
+        let tagged = users
+            .iter()
+            .filter(|u| u.tag_value(&self.settings.tag_key).is_some())
+            .count();
+        Ok(Some(IamFacts {
+            users,
+            scope,
+            target,
+            tagged,
             force: intent.force,
-            tag_key: &s.tag_key,
-        };
-        // Phase 2: grants, once per invocation.
-        let desired: Vec<Desired> = s
+        }))
+    }
+
+    /// The named users as IAM has them; a user IAM does not know is looked for among the entries by name.
+    async fn named_users(
+        &self,
+        names: &[String],
+        target: &mut Target,
+    ) -> Result<Vec<IamUser>, ReconcileError> {
+        let mut users = Vec::new();
+        for name in names {
+            match self.iam.get_user(name).await? {
+                Some(u) => {
+                    target.arns.push(u.arn.clone());
+                    users.push(u)
+                }
+                None => {
+                    target.unresolved.push(name.clone());
+                    tracing::info!(user = %name, "IAM user does not exist; its owned entries will be removed")
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// The grants of every managed cluster, in both shapes (a store's cluster state says which it holds).
+    fn grants(&self, users: &[IamUser], report: &mut Report) -> Grants {
+        let s = &self.settings;
+        let groups: Vec<Desired> = s
             .clusters
             .iter()
-            .map(|c| desired_for_cluster(&users, s, c))
+            .map(|c| desired_for_cluster(users, s, c))
             .collect();
-        // The same grants as access entries hold them (used on the clusters access entries serve).
-        let entry_grants: Vec<Desired> =
-            desired.iter().map(|d| access_entry_grants(d, s)).collect();
-        for n in desired.iter().flat_map(|d| &d.notes) {
+        let policies = groups.iter().map(|d| access_entry_grants(d, s)).collect();
+        for n in groups.iter().flat_map(|d| &d.notes) {
             if !report.notes.contains(n) {
                 tracing::warn!(note = %n, "tag value partly or wholly ignored");
                 report.notes.push(n.clone());
             }
         }
+        Grants { groups, policies }
+    }
 
-        // Each cluster has its own budget for its own work (read, then write): the wait for the slowest read
-        // between the two phases does not count against it. The Lambda's remaining time caps every budget.
-        let start = Instant::now();
-        let hard_stop = clock
-            .lambda_deadline
-            .map(|l| l.checked_sub(SAFETY_MARGIN).unwrap_or(start));
-        let deadline_after = |begin: Instant, spent: Duration| {
-            let own = begin + s.cluster_timeout.saturating_sub(spent);
-            hard_stop.map_or(own, |h| own.min(h))
-        };
-        let read_deadline = deadline_after(start, Duration::ZERO);
-        let budget = read_deadline.saturating_duration_since(start);
-
-        // Phase 3: read and plan every cluster, concurrently.
-        let decide = |state: &ClusterState, (d, e): (&Desired, &Desired)| -> Decided {
-            let grants = if state.access_entries {
-                &e.grants
-            } else {
-                &d.grants
-            };
-            let mut p = plan(state, grants, &scope);
-            if let Some(legacy) = state.legacy.as_deref() {
-                p.retire = Some(Box::new(retire(legacy, &p, grants, &scope)));
-            }
-            let g = guard(&mut p, state, &facts);
-            Decided { plan: p, guard: g }
-        };
-        let used_entry_notes = std::sync::atomic::AtomicBool::new(false);
-        let pairs: Vec<(&Desired, &Desired)> = desired.iter().zip(&entry_grants).collect();
-        let reads = s.clusters.iter().zip(&pairs).map(|(cluster, d)| async {
-            match tokio::time::timeout_at(read_deadline, self.store.read(cluster, &target)).await {
-                Ok(Ok((state, snapshot))) => {
-                    if state.access_entries {
-                        used_entry_notes.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let decided = decide(&state, *d);
-                    Phase::Planned {
-                        snapshot,
-                        decided,
-                        spent: start.elapsed(),
-                    }
-                }
-                Ok(Err(e)) => Phase::Failed(e.to_string(), start.elapsed()),
-                Err(_) => Phase::Failed(
-                    format!(
-                        "no answer within {} ms (the cluster's deadline); nothing was written",
-                        budget.as_millis()
-                    ),
-                    start.elapsed(),
-                ),
-            }
-        });
-        let phases = futures_util::future::join_all(reads).await;
-        if used_entry_notes.into_inner() {
-            for n in entry_grants.iter().flat_map(|d| &d.notes) {
-                if !report.notes.contains(n) {
-                    tracing::warn!(note = %n, "not granted on clusters served by access entries");
-                    report.notes.push(n.clone());
-                }
-            }
+    /// The plan for one cluster's state, with the guard's verdict.
+    fn decide(&self, state: &ClusterState, grants: &[Grant], facts: &IamFacts) -> Decided {
+        let mut p = plan(state, grants, &facts.scope);
+        if let Some(legacy) = state.legacy.as_deref() {
+            p.retire = Some(Box::new(retire(legacy, &p, grants, &facts.scope)));
         }
+        let g = guard(&mut p, state, &facts.guard(&self.settings));
+        Decided { plan: p, guard: g }
+    }
 
-        // Phase 4: every plan has been seen by the guard; apply, concurrently. What reaches a store is told
-        // to its cluster's `Landed` as it lands, so a failure or the deadline half way loses no audit record.
-        let landed: Vec<Landed> = s.clusters.iter().map(|_| Landed::default()).collect();
-        let applies = s.clusters.iter().zip(&pairs).zip(phases).zip(&landed).map(
-            |(((cluster, d), phase), landed)| async move {
-                let (snapshot, decided, spent) = match phase {
-                    Phase::Failed(e, spent) => return (None, Err(e), spent),
-                    Phase::Planned {
+    /// Reads every cluster within its deadline and plans it.
+    async fn read_and_plan(
+        &self,
+        facts: &IamFacts,
+        grants: &Grants,
+        budget: &Budget,
+    ) -> Vec<Phase<S::Snapshot>> {
+        let deadline = budget.deadline_after(budget.start, Duration::ZERO);
+        let reads = self
+            .settings
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, cluster)| async move {
+                let read =
+                    tokio::time::timeout_at(deadline, self.store.read(cluster, &facts.target));
+                match read.await {
+                    Ok(Ok((state, snapshot))) => Phase::Planned {
+                        decided: self.decide(&state, grants.for_state(i, &state), facts),
+                        form: state.form,
                         snapshot,
-                        decided,
-                        spent,
-                    } => (snapshot, decided, spent),
-                };
-                // A dry run, or a cluster the guard holds, is planned and reported but never written.
-                if dry_run || decided.plan.hold {
-                    return (Some(decided), Ok(1), spent);
-                }
-                let replan = |st: &ClusterState| decide(st, *d);
-                let writing = Instant::now();
-                let (decided, outcome) = match tokio::time::timeout_at(
-                    deadline_after(Instant::now(), spent),
-                    self.store
-                        .apply(cluster, snapshot, decided.clone(), &replan, landed),
-                )
-                .await
-                {
-                    Ok(Ok(a)) => (Some(a.decided), Ok(a.attempts)),
-                    Ok(Err(e)) => (Some(decided), Err(e.to_string())),
-                    Err(_) => (
-                        Some(decided),
-                        Err(format!(
-                            "no answer within {} ms (the cluster's deadline) while writing; what landed before \
-                             is reported, a call under way may or may not have landed, the next run repairs either way",
-                            budget.as_millis()
-                        )),
+                        spent: budget.start.elapsed(),
+                    },
+                    Ok(Err(e)) => Phase::Failed(e.to_string(), budget.start.elapsed()),
+                    Err(_) => Phase::Failed(
+                        format!(
+                            "no answer within {} ms (the cluster's deadline); nothing was written",
+                            budget.millis()
+                        ),
+                        budget.start.elapsed(),
                     ),
-                };
-                (decided, outcome, spent + writing.elapsed())
+                }
+            });
+        futures_util::future::join_all(reads).await
+    }
+
+    /// Applies every planned cluster within its own remaining budget. What reaches a store is told to its
+    /// cluster's `Landed` as it lands, so a failure or the deadline half way loses no audit record.
+    async fn apply_all(&self, phases: Vec<Phase<S::Snapshot>>, run: &Run<'_>) -> Vec<Outcome> {
+        let applies = self.settings.clusters.iter().zip(phases).enumerate().map(
+            |(i, (cluster, phase))| async move {
+                let landed = Landed::default();
+                let (decided, result, spent) =
+                    self.apply_one(i, cluster, phase, run, &landed).await;
+                Outcome {
+                    decided,
+                    result,
+                    spent,
+                    landed: landed.take(),
+                }
             },
         );
-        let outcomes = futures_util::future::join_all(applies).await;
+        futures_util::future::join_all(applies).await
+    }
 
-        // Phase 5: report, audit records and metrics.
+    /// Applies one cluster's decided plan (unless a dry run or held), within its remaining budget.
+    async fn apply_one(
+        &self,
+        i: usize,
+        cluster: &str,
+        phase: Phase<S::Snapshot>,
+        run: &Run<'_>,
+        landed: &Landed,
+    ) -> (Option<Decided>, Result<u32, String>, Duration) {
+        let Run {
+            facts,
+            grants,
+            budget,
+            dry_run,
+        } = *run;
+        let (snapshot, decided, form, spent) = match phase {
+            Phase::Failed(e, spent) => return (None, Err(e), spent),
+            Phase::Planned {
+                snapshot,
+                decided,
+                form,
+                spent,
+            } => (snapshot, decided, form, spent),
+        };
+        // A dry run, or a cluster the guard holds, is planned and reported but never written.
+        if dry_run || decided.plan.hold {
+            return (Some(decided), Ok(1), spent);
+        }
+        let replan = |st: &ClusterState| self.decide(st, grants.of(i, form), facts);
+        let writing = Instant::now();
+        let apply = self
+            .store
+            .apply(cluster, snapshot, decided.clone(), &replan, landed);
+        let (decided, result) = match tokio::time::timeout_at(
+            budget.deadline_after(writing, spent),
+            apply,
+        )
+        .await
+        {
+            Ok(Ok(a)) => (a.decided, Ok(a.attempts)),
+            Ok(Err(e)) => (decided, Err(e.to_string())),
+            Err(_) => (
+                decided,
+                Err(format!(
+                    "no answer within {} ms (the cluster's deadline) while writing; what landed before \
+                         is reported, a call under way may or may not have landed, the next run repairs either way",
+                    budget.millis()
+                )),
+            ),
+        };
+        (Some(decided), result, spent + writing.elapsed())
+    }
+
+    /// The report, audit records and metrics of every cluster; the error when any needs attention.
+    fn finish(
+        &self,
+        mut report: Report,
+        outcomes: Vec<Outcome>,
+        trigger: &Trigger,
+        clock: Clock,
+    ) -> Result<Report, ReconcileError> {
         let time = jiff::Timestamp::try_from(clock.now)
             .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             .unwrap_or_default();
@@ -355,144 +429,267 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let mut problems = Vec::new();
-        for ((cluster, (decided, outcome, own)), landed) in
-            s.clusters.iter().zip(outcomes).zip(landed)
-        {
-            // The cluster's own time: its read and its write, not the wait for the other clusters.
-            let own_ms = u64::try_from(own.as_millis()).unwrap_or(u64::MAX);
-            let planned = decided.unwrap_or_default();
-            let (attempts, error) = match outcome {
-                Ok(a) => (a, None),
-                Err(e) => (0, Some(e)),
-            };
-            let landed = landed.take();
-            let written = !landed.is_empty();
-            // What is reported and audited: a dry run or a held plan as planned (nothing applied); anything
-            // else as it landed, change by change.
-            let shown = if dry_run || planned.plan.hold {
-                planned.clone()
-            } else {
-                as_landed(&planned, &landed)
-            };
-            let p = &shown.plan;
-            let status = if error.is_some() {
-                Status::Failed
-            } else if planned.guard.as_ref().is_some_and(|g| !g.forced) {
-                Status::Guarded
-            } else if p.skipped.iter().any(|k| k.kind == SkipKind::Unclear) {
-                Status::Conflict
-            } else {
-                Status::Ok
-            };
+        for (cluster, outcome) in self.settings.clusters.iter().zip(outcomes) {
             let ctx = audit::Context {
                 time: &time,
-                deployment: &s.deployment_id,
+                deployment: &self.settings.deployment_id,
                 cluster,
                 store: self.store.name(cluster),
-                dry_run,
-                applied: written,
-                trigger: &intent.trigger,
+                dry_run: report.dry_run,
+                applied: !outcome.landed.is_empty(),
+                trigger,
             };
-            let failed = error.is_some();
+            let (r, shown) = cluster_report(&ctx, outcome);
             report
                 .audit
-                .extend(audit::records(&ctx, p, planned.guard.as_ref()));
-            let mut counts = Counts::of(p, planned.guard.as_ref());
-            counts.failed = usize::from(failed);
+                .extend(audit::records(&ctx, &shown.plan, shown.guard.as_ref()));
+            let mut counts = Counts::of(&shown.plan, shown.guard.as_ref());
+            counts.failed = usize::from(r.status == Status::Failed);
             report.metrics.push(audit::metric_line(
                 ts_ms,
-                &s.deployment_id,
+                &self.settings.deployment_id,
                 cluster,
                 &counts,
-                own_ms,
+                r.duration_ms,
             ));
-            let mut r = ClusterReport {
-                cluster: cluster.clone(),
-                store: self.store.name(cluster),
-                status,
-                error: error.clone(),
-                guard: planned.guard.clone(),
-                added: Vec::new(),
-                updated: Vec::new(),
-                removed: Vec::new(),
-                migrated: Vec::new(),
-                not_landed: if failed {
-                    not_landed(&planned.plan, &landed)
-                } else {
-                    Vec::new()
-                },
-                unchanged: p.unchanged.len(),
-                skipped: p.skipped.clone(),
-                dry_run,
-                written,
-                attempts,
-                duration_ms: own_ms,
-                changes: p.changes.clone(),
-            };
-            for c in &r.changes {
-                match c {
-                    Change::Add(g) => r.added.push(g.arn.clone()),
-                    Change::Update { to, .. } => r.updated.push(to.arn.clone()),
-                    Change::Remove(g) => r.removed.push(g.arn.clone()),
-                }
-            }
-            if let Some(ret) = p.retire.as_deref() {
-                for c in &ret.plan.changes {
-                    let arn = &c.grant().arn;
-                    if ret.migrated.contains(arn) {
-                        r.migrated.push(arn.clone());
-                    } else {
-                        r.removed.push(arn.clone());
-                    }
-                }
-            }
-            let decided = planned;
             log_cluster(&r);
-            match status {
-                Status::Ok => {}
-                Status::Failed => {
-                    // Store errors already name their cluster; the reconcile's own (deadlines) do not.
-                    let e = error.unwrap_or_default();
-                    problems.push(if e.starts_with(&format!("cluster {cluster}:")) {
-                        e
-                    } else {
-                        format!("cluster {cluster}: {e}")
-                    });
-                }
-                Status::Guarded => problems.push(format!(
-                    "cluster {cluster}: guarded: {}",
-                    decided.guard.map(|g| g.message).unwrap_or_default()
-                )),
-                Status::Conflict => {
-                    let arns: Vec<&str> = p
-                        .skipped
-                        .iter()
-                        .filter(|k| k.kind == SkipKind::Unclear)
-                        .map(|k| k.arn.as_str())
-                        .collect();
-                    problems.push(format!(
-                        "cluster {cluster}: ownership unclear for {}: the ownership record names them but their \
-                         entries lack this deployment's mark; left as they are until a person decides (see the \
-                         README, \"Taking an entry over\")",
-                        arns.join(", ")
-                    ));
-                }
-            }
+            problems.extend(problem(&r));
             report.clusters.push(r);
         }
         if problems.is_empty() {
-            Ok(report)
+            return Ok(report);
+        }
+        let summary = format!(
+            "{} of {} clusters need attention: {}",
+            problems.len(),
+            self.settings.clusters.len(),
+            problems.join("; ")
+        );
+        Err(ReconcileError::Clusters {
+            report: Box::new(report),
+            summary,
+        })
+    }
+}
+
+/// What the apply phase needs of the invocation.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    facts: &'a IamFacts,
+    grants: &'a Grants,
+    budget: &'a Budget,
+    dry_run: bool,
+}
+
+/// What IAM said, for the whole invocation.
+struct IamFacts {
+    users: Vec<IamUser>,
+    scope: Scope,
+    target: Target,
+    /// How many IAM principals carry the tag key at all, whatever its value.
+    tagged: usize,
+    force: bool,
+}
+
+impl IamFacts {
+    fn guard<'a>(&self, s: &'a Settings) -> Facts<'a> {
+        Facts {
+            full: self.scope == Scope::All,
+            tagged: self.tagged,
+            max_removals: s.max_removals,
+            force: self.force,
+            tag_key: &s.tag_key,
+        }
+    }
+}
+
+/// The grants of every managed cluster (by index), in the two forms a store can hold.
+struct Grants {
+    /// Kubernetes groups as `ADMIN_GROUPS` says (`aws-auth`).
+    groups: Vec<Desired>,
+    /// Access policies, with groups a store of that form accepts (access entries).
+    policies: Vec<Desired>,
+}
+
+impl Grants {
+    fn of(&self, i: usize, form: GrantForm) -> &[Grant] {
+        let d = match form {
+            GrantForm::Groups => &self.groups[i],
+            GrantForm::AccessPolicies => &self.policies[i],
+        };
+        &d.grants
+    }
+
+    fn for_state(&self, i: usize, state: &ClusterState) -> &[Grant] {
+        self.of(i, state.form)
+    }
+
+    /// The notes of the access-policy form, once any cluster holds that form.
+    fn note_entry_grants<Snap>(&self, phases: &[Phase<Snap>], report: &mut Report) {
+        let used = phases.iter().any(|p| {
+            matches!(
+                p,
+                Phase::Planned {
+                    form: GrantForm::AccessPolicies,
+                    ..
+                }
+            )
+        });
+        if !used {
+            return;
+        }
+        for n in self.policies.iter().flat_map(|d| &d.notes) {
+            if !report.notes.contains(n) {
+                tracing::warn!(note = %n, "not granted on clusters served by access entries");
+                report.notes.push(n.clone());
+            }
+        }
+    }
+}
+
+/// Each cluster has its own budget for its own work (read, then write): the wait for the slowest read
+/// between the two phases does not count against it. The Lambda's remaining time caps every budget.
+struct Budget {
+    start: Instant,
+    hard_stop: Option<Instant>,
+    timeout: Duration,
+}
+
+impl Budget {
+    fn new(s: &Settings, clock: Clock) -> Self {
+        let start = Instant::now();
+        Budget {
+            start,
+            hard_stop: clock
+                .lambda_deadline
+                .map(|l| l.checked_sub(SAFETY_MARGIN).unwrap_or(start)),
+            timeout: s.cluster_timeout,
+        }
+    }
+
+    /// The deadline of work that begins at `begin` on a cluster that already spent `spent`.
+    fn deadline_after(&self, begin: Instant, spent: Duration) -> Instant {
+        let own = begin + self.timeout.saturating_sub(spent);
+        self.hard_stop.map_or(own, |h| own.min(h))
+    }
+
+    fn millis(&self) -> u128 {
+        self.deadline_after(self.start, Duration::ZERO)
+            .saturating_duration_since(self.start)
+            .as_millis()
+    }
+}
+
+/// One cluster after the apply phase.
+struct Outcome {
+    decided: Option<Decided>,
+    /// Read → plan → write rounds, or the error.
+    result: Result<u32, String>,
+    /// The cluster's own time: its read and its write, not the wait for the other clusters.
+    spent: Duration,
+    landed: LandedChanges,
+}
+
+/// A cluster's report, and the plan as shown (a dry run or a held plan as planned, anything else as it
+/// landed, change by change).
+fn cluster_report(ctx: &audit::Context, o: Outcome) -> (ClusterReport, Decided) {
+    let planned = o.decided.unwrap_or_default();
+    let (attempts, error) = match o.result {
+        Ok(a) => (a, None),
+        Err(e) => (0, Some(e)),
+    };
+    let shown = if ctx.dry_run || planned.plan.hold {
+        planned.clone()
+    } else {
+        as_landed(&planned, &o.landed)
+    };
+    let p = &shown.plan;
+    let status = if error.is_some() {
+        Status::Failed
+    } else if planned.guard.as_ref().is_some_and(|g| !g.forced) {
+        Status::Guarded
+    } else if p.skipped.iter().any(|k| k.kind == SkipKind::Unclear) {
+        Status::Conflict
+    } else {
+        Status::Ok
+    };
+    let mut r = ClusterReport {
+        cluster: ctx.cluster.to_string(),
+        store: ctx.store,
+        status,
+        not_landed: if error.is_some() {
+            not_landed(&planned.plan, &o.landed)
         } else {
-            let summary = format!(
-                "{} of {} clusters need attention: {}",
-                problems.len(),
-                s.clusters.len(),
-                problems.join("; ")
-            );
-            Err(ReconcileError::Clusters {
-                report: Box::new(report),
-                summary,
+            Vec::new()
+        },
+        error,
+        guard: planned.guard.clone(),
+        added: Vec::new(),
+        updated: Vec::new(),
+        removed: Vec::new(),
+        migrated: Vec::new(),
+        unchanged: p.unchanged.len(),
+        skipped: p.skipped.clone(),
+        dry_run: ctx.dry_run,
+        written: !o.landed.is_empty(),
+        attempts,
+        duration_ms: u64::try_from(o.spent.as_millis()).unwrap_or(u64::MAX),
+        changes: p.changes.clone(),
+    };
+    for c in &r.changes {
+        match c {
+            Change::Add(g) => r.added.push(g.arn.clone()),
+            Change::Update { to, .. } => r.updated.push(to.arn.clone()),
+            Change::Remove(g) => r.removed.push(g.arn.clone()),
+        }
+    }
+    if let Some(ret) = p.retire.as_deref() {
+        for c in &ret.plan.changes {
+            let arn = &c.grant().arn;
+            if ret.migrated.contains(arn) {
+                r.migrated.push(arn.clone());
+            } else {
+                r.removed.push(arn.clone());
+            }
+        }
+    }
+    (r, shown)
+}
+
+/// What a cluster that is not `ok` says in the invocation's error.
+fn problem(r: &ClusterReport) -> Option<String> {
+    let cluster = &r.cluster;
+    match r.status {
+        Status::Ok => None,
+        Status::Failed => {
+            // Store errors already name their cluster; the reconcile's own (deadlines) do not.
+            let e = r.error.clone().unwrap_or_default();
+            Some(if e.starts_with(&format!("cluster {cluster}:")) {
+                e
+            } else {
+                format!("cluster {cluster}: {e}")
             })
+        }
+        Status::Guarded => Some(format!(
+            "cluster {cluster}: guarded: {}",
+            r.guard
+                .as_ref()
+                .map(|g| g.message.as_str())
+                .unwrap_or_default()
+        )),
+        Status::Conflict => {
+            let arns: Vec<&str> = r
+                .skipped
+                .iter()
+                .filter(|k| k.kind == SkipKind::Unclear)
+                .map(|k| k.arn.as_str())
+                .collect();
+            Some(format!(
+                "cluster {cluster}: ownership unclear for {}: only one of this deployment's two ownership records \
+                 is on their entries; left as they are until a person decides (see the README, \"Taking an entry \
+                 over\")",
+                arns.join(", ")
+            ))
         }
     }
 }

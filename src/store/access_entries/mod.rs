@@ -18,7 +18,7 @@ pub mod calls;
 pub mod model;
 
 use crate::core::grants::{Grant, user_name_of_arn};
-use crate::core::plan::{Change, ClusterState, CurrentEntry, Owner, Plan};
+use crate::core::plan::{Change, ClusterState, CurrentEntry, GrantForm, Owner, Plan};
 use crate::core::ports::{Applied, Decided, Landed, Target};
 use crate::core::settings::AccessPolicy;
 use aws_sdk_eks::Client;
@@ -196,7 +196,7 @@ impl AccessEntryStore {
             entries,
             recorded: Vec::new(),
             record_tag_key: record_tag_key(&self.marks, &known),
-            access_entries: true,
+            form: GrantForm::AccessPolicies,
             legacy: None,
         };
         Ok((
