@@ -242,11 +242,15 @@ def test_ownership_by_tag_and_principal_id(st):
     new_id = st.iam().get_user(UserName="alice")["User"]["UserId"]
     assert new_id != old_id
     assert not can_admin(st, "api", alice), "EKS binds an entry to the principal's id"
+    st.reset_calls()
     rc, report, err = st.run_reconcile(clusters="api")
     assert rc == 0, err
     r = cluster_report(report, "api")
     assert r["removed"] == [ALICE] and r["added"] == [ALICE], r
     assert st.entries("api")[ALICE]["tags"]["eks-admin-sync-user-id"] == new_id
+    # A replacement: EKS allows one entry per principal, so the old one goes first, the new one right after.
+    assert st.writes("api") == [("DeleteAccessEntry", ALICE), ("CreateAccessEntry", ALICE),
+                                ("AssociateAccessPolicy", ALICE)], st.writes("api")
     assert can_admin(st, "api", alice)
 
     # A person takes the entry over by removing both marks (the tag and the group): from then on it is
@@ -363,11 +367,16 @@ def test_path_change_event_moves_the_entry(st):
     new = f"arn:aws:iam::{ACCOUNT}:user/platform/carol"
     with open(f"{REPO}/events/update-user-path.json") as f:
         ev = json.load(f)
+    st.reset_calls()
     rc, report, err = st.handle_event(ev, {"CLUSTER_NAMES": "api"})
     assert rc == 0, err
     r = cluster_report(report, "api")
-    assert r["removed"] == [f"arn:aws:iam::{ACCOUNT}:user/carol"] and r["added"] == [new], r
+    old = f"arn:aws:iam::{ACCOUNT}:user/carol"
+    assert r["removed"] == [old] and r["added"] == [new], r
     assert set(st.entries("api")) == {new}
+    # The new entry is made (and given its policy) before the old one goes: carol is never without one.
+    assert st.writes("api") == [("CreateAccessEntry", new), ("AssociateAccessPolicy", new),
+                                ("DeleteAccessEntry", old)], st.writes("api")
 
 
 def test_a_race_on_create_and_throttling_are_absorbed(st):

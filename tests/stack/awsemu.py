@@ -15,6 +15,7 @@
 - EKS authentication modes and access entries (eks_access.py): accessConfig on CreateCluster /
   DescribeCluster / UpdateClusterConfig, the nine access-entry calls, tags on entries;
   /_emu/eks/<name>/authz?arn=A&id=I (GET) tells the local authenticator the mode and the entry that applies.
+- /_emu/writes (GET): the access-entry writes since the last calls reset, in order: [action, cluster, principal].
 - /_emu/inflight (GET): EKS calls in flight now and at most since the last calls reset.
 - /_emu/latency (POST {"eks": 50, "iam": 20}): milliseconds of delay before every answer of that service
   (benchmarks at a realistic round trip); {} turns it off.
@@ -63,6 +64,13 @@ CALLS_LOCK = threading.Lock()
 def _count(key):
     with CALLS_LOCK:
         CALLS[key] += 1
+
+
+# The access-entry writes in the order they were answered: (action, cluster, principal ARN), for tests of
+# the order a client writes in (a path change: the new entry before the old one goes).
+WRITES = []
+WRITE_ACTIONS = {"CreateAccessEntry", "UpdateAccessEntry", "DeleteAccessEntry", "AssociateAccessPolicy",
+                 "DisassociateAccessPolicy"}
 
 
 def _lookup_secret(access_key_id):
@@ -406,6 +414,10 @@ class App:
                     "params": [{"type": "AuthenticationMode", "value": mode}],
                     "createdAt": dt.datetime.now(dt.timezone.utc).timestamp(), "errors": []}})
             status, out = eks_access.handle(action, args, environ, self.region, body, query)
+            if action in WRITE_ACTIONS:
+                principal = body.get("principalArn") if action == "CreateAccessEntry" else args[1]
+                with CALLS_LOCK:
+                    WRITES.append([action, args[0], principal])
             return json_response(start_response, status, out)
         except eks_access.EksError as e:
             return json_response(start_response, e.status, {"message": e.message}, e.code)
@@ -421,8 +433,12 @@ class App:
         elif path == "/_emu/calls/reset" and method == "POST":
             with CALLS_LOCK:
                 CALLS.clear()
+                WRITES.clear()
             with IN_FLIGHT_LOCK:
                 IN_FLIGHT["max"] = IN_FLIGHT["now"]
+        elif path == "/_emu/writes" and method == "GET":
+            with CALLS_LOCK:
+                out = {"writes": list(WRITES)}
         elif path == "/_emu/inflight" and method == "GET":
             with IN_FLIGHT_LOCK:
                 out = dict(IN_FLIGHT)

@@ -332,6 +332,11 @@ class Stack:
                 out[arn] = e
         return out
 
+    def writes(self, cluster):
+        """The access-entry writes on `cluster` since the last reset_calls, in order: (action, principal)."""
+        with urllib.request.urlopen(f"{self.aws_url}/_emu/writes", timeout=5) as r:
+            return [(a, p) for a, c, p in json.loads(r.read())["writes"] if c == cluster]
+
     def calls(self):
         with urllib.request.urlopen(f"{self.aws_url}/_emu/calls", timeout=5) as r:
             return json.loads(r.read())
