@@ -12,29 +12,16 @@ import time
 import pytest
 
 from lambda_runtime_api import RuntimeApi, lambda_env
-from stack import (ACCOUNT, ADMIN_POLICY, BINARY, NODE_ROLE, REPO, VIEW_POLICY, Stack, audit_records,
+from stack import (ACCOUNT, ADMIN_POLICY, BINARY, NODE_ROLE, REPO, THREE_MODES, VIEW_POLICY, audit_records,
                    cluster_report, ct_event, map_users, metric_lines)
 
-MODES = {"cm": "CONFIG_MAP", "mixed": "API_AND_CONFIG_MAP", "api": "API"}
+MODES = THREE_MODES
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
 VIEWER = f"arn:aws:iam::{ACCOUNT}:user/viewer"
 NODE = f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}"
 TAG = {"eks-cluster-admin": "true"}
 GROUP_MARK = "eks-admin-sync:default"
-
-
-@pytest.fixture(scope="module")
-def modes_session():
-    s = Stack(clusters=tuple(MODES), modes=MODES).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def st(modes_session):
-    modes_session.reset()
-    yield modes_session
 
 
 def seed_foreign(st):

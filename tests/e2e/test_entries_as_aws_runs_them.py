@@ -7,28 +7,13 @@ import os
 import botocore.exceptions
 import pytest
 
-from stack import (ACCOUNT, ADMIN_POLICY, HERE, NODE_ROLE, REPO, Stack, audit_records, cluster_report,
-                   ct_event, map_users, metric_lines)
+from stack import (ACCOUNT, ADMIN_POLICY, NODE_ROLE, REPO, audit_records, cluster_report, ct_event,
+                   map_users, metric_lines)
 
-MODES = {"cm": "CONFIG_MAP", "mixed": "API_AND_CONFIG_MAP", "api": "API"}
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
 CAROL = f"arn:aws:iam::{ACCOUNT}:user/carol"
 TAG = {"eks-cluster-admin": "true"}
-GROUP_MARK = "eks-admin-sync:default"
-
-
-@pytest.fixture(scope="module")
-def modes_session():
-    s = Stack(clusters=tuple(MODES), modes=MODES).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def st(modes_session):
-    modes_session.reset()
-    yield modes_session
 
 
 def can_admin(st, cluster, creds):

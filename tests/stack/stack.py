@@ -533,6 +533,10 @@ class Stack:
             self.seed_aws_auth(c)
 
 
+# One cluster per EKS authentication mode (the access-entry suites).
+THREE_MODES = {"cm": "CONFIG_MAP", "mixed": "API_AND_CONFIG_MAP", "api": "API"}
+
+
 def json_lines(text):
     """The JSON-object lines of a stderr text (audit records, metric lines), parsed."""
     out = []

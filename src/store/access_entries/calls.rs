@@ -317,45 +317,45 @@ impl Calls<'_> {
         principal: &str,
         policy_arn: &str,
     ) -> Result<(), AccessEntriesError> {
-        match self
+        let sent = self
             .client
             .disassociate_access_policy()
             .cluster_name(self.cluster)
             .principal_arn(principal)
             .policy_arn(policy_arn)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(error(
-                self.cluster,
-                "DisassociateAccessPolicy",
-                Some(principal),
-                &e,
-            )),
-        }
+            .await;
+        gone_is_fine(self.cluster, "DisassociateAccessPolicy", principal, sent).map(|_| ())
     }
 
     /// Deletes an entry; `Ok(false)` when it was already gone.
     pub async fn delete(&self, principal: &str) -> Result<bool, AccessEntriesError> {
-        match self
+        let sent = self
             .client
             .delete_access_entry()
             .cluster_name(self.cluster)
             .principal_arn(principal)
             .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
-            Err(e) => Err(error(
-                self.cluster,
-                "DeleteAccessEntry",
-                Some(principal),
-                &e,
-            )),
-        }
+            .await;
+        gone_is_fine(self.cluster, "DeleteAccessEntry", principal, sent)
+    }
+}
+
+/// `Ok(true)`: done; `Ok(false)`: EKS says the thing is already gone (404), which is what was wanted.
+fn gone_is_fine<T, E, R>(
+    cluster: &str,
+    op: &'static str,
+    principal: &str,
+    sent: Result<T, SdkError<E, R>>,
+) -> Result<bool, AccessEntriesError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+        Err(e) => Err(error(cluster, op, Some(principal), &e)),
     }
 }
 
