@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from stack import ACCOUNT, NODE_ROLE, map_users, no_ids, owned, ours, ct_event
+from stack import ACCOUNT, NODE_ROLE, ct_event, map_users, no_ids, owned, ours
 
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 GONE = f"arn:aws:iam::{ACCOUNT}:user/gone"
@@ -201,3 +201,38 @@ def test_empty_spellings_of_map_users_read_as_empty(stack):
         cm = stack.get_aws_auth("prod")
         assert no_ids(map_users(cm)) == [ours(ALICE, "alice")], (empty, cm["data"]["mapUsers"])
         assert cm["data"]["mapRoles"] == stack.node_roles_yaml()
+
+
+def test_what_we_write_is_what_eks_reads(stack):
+    """The local authenticator reads aws-auth with aws-iam-authenticator's own parser (the awsauth-parse helper).
+    After grants and a revocation beside hand-written text, that parser reads every mapping as we meant it: no
+    error, our users with their groups, the node role and the hand-made entries untouched."""
+    from authenticator import parse_aws_auth
+    from stack import AWSAUTH_PARSER
+
+    hand = ("# people\n- userARN: arn:aws:iam::123456789012:user/hand  # JSON-ish key case, as EKS allows\n"
+            "  username: hand\n  groups: [viewers]\n")
+    cm = stack.get_aws_auth("prod")
+    stack.put_aws_auth("prod", {**cm["data"], "mapUsers": hand}, cm["metadata"].get("annotations"))
+    creds = {n: stack.create_user(n, {"eks-cluster-admin": "true"}) for n in ("alice", "bob")}
+    rc, _, err = stack.run_reconcile()
+    assert rc == 0, err
+    stack.iam().untag_user(UserName="bob", TagKeys=["eks-cluster-admin"])
+    rc, _, err = stack.handle_event({"action": "reconcile", "user": "bob"})
+    assert rc == 0, err
+    parsed = parse_aws_auth(AWSAUTH_PARSER, stack.get_aws_auth("prod")["data"])
+    assert "error" not in parsed, parsed
+    users = {u["userarn"]: (u["username"], u["groups"]) for u in parsed["users"]}
+    assert users == {f"arn:aws:iam::{ACCOUNT}:user/hand": ("hand", ["viewers"]),
+                     f"arn:aws:iam::{ACCOUNT}:user/alice": ("alice", ["system:masters"])}, users
+    roles = {r["rolearn"]: (r["username"], r["groups"]) for r in parsed["roles"]}
+    assert roles[f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}"] == (
+        "system:node:{{EC2PrivateDNSName}}", ["system:bootstrappers", "system:nodes"]), roles
+    # And the parser is what the authenticator goes by: a block it cannot read grants nobody, as in EKS.
+    assert stack.kubectl_as("prod", creds["alice"], ["get", "ns"]).returncode == 0
+    cm = stack.get_aws_auth("prod")
+    stack.put_aws_auth("prod", {**cm["data"], "mapUsers": cm["data"]["mapUsers"] + "- userarn: [unclosed\n"},
+                       cm["metadata"].get("annotations"))
+    assert "error" in parse_aws_auth(AWSAUTH_PARSER, stack.get_aws_auth("prod")["data"])
+    stack.ran()  # a token signed after the edit
+    assert stack.kubectl_as("prod", creds["alice"], ["get", "ns"]).returncode != 0

@@ -4,8 +4,9 @@ Checks (pkg/token/token.go): prefix, base64url without padding, length, URL sche
 keys without duplicates, Action, X-Amz-Expires range, X-Amz-Date window, x-k8s-aws-id among the signed
 headers; then GETs the presigned URL with the cluster id header and maps the caller's canonical ARN as EKS
 does for the cluster's authentication mode (asked of the local EKS emulator):
-- CONFIG_MAP: the live kube-system/aws-auth ConfigMap only (mapUsers, mapRoles, mapAccounts; entry keys
-  case-insensitive);
+- CONFIG_MAP: the live kube-system/aws-auth ConfigMap only (mapUsers, mapRoles, mapAccounts), read by
+  aws-iam-authenticator's own parser (the awsauth-parse helper, built from the Go module proxy), so a document
+  EKS would read differently from us fails the tests;
 - API_AND_CONFIG_MAP: the caller's access entry when there is one (it takes precedence), else aws-auth;
 - API: access entries only.
 An access entry gives its username and kubernetesGroups (EC2_LINUX: the node identity). Its access policies
@@ -26,13 +27,13 @@ import datetime as dt
 import json
 import re
 import ssl
+import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import yaml
 
 PREFIX = "k8s-aws-v1."
 MAX_TOKEN_LEN = 4096
@@ -137,19 +138,22 @@ def canonicalize(arn):
     raise Rejected(f"unsupported ARN {arn!r}")
 
 
-def _entries(text):
-    """A list block parsed as EKS does; a YAML error drops every entry of the block."""
-    if not text or not text.strip():
-        return []
-    try:
-        v = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return []
-    return v if isinstance(v, list) else []
+def parse_aws_auth(parser, data):
+    """aws-auth's data as aws-iam-authenticator's own parser reads it (pkg/mapper/configmap.ParseMap, run by the
+    awsauth-parse helper): {"users": [...], "roles": [...], "accounts": [...], "error": ...}. A block that does not
+    parse yields what the parser made of it (a YAML error: nothing), as in EKS."""
+    p = subprocess.run([parser], input=json.dumps(data), capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        raise RuntimeError(f"awsauth-parse failed: {p.stderr.strip()}")
+    return json.loads(p.stdout)
 
 
-def _lower_keys(e):
-    return {str(k).lower(): v for k, v in e.items()} if isinstance(e, dict) else None
+def by_arn(mappings, key):
+    """The authenticator's map store: keyed by the lowercased ARN, a later mapping of one ARN wins."""
+    out = {}
+    for m in mappings or []:
+        out[str(m.get(key) or "").lower()] = m
+    return out
 
 
 POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
@@ -157,8 +161,9 @@ NODE_GROUPS = {"EC2_LINUX": ["system:bootstrappers", "system:nodes"], "EC2_WINDO
 
 
 class Mapper:
-    def __init__(self, clusters, admin_token, ca_file, ec2_base, eks_base=None):
+    def __init__(self, clusters, admin_token, ca_file, ec2_base, eks_base=None, parser=None):
         self.clusters = clusters
+        self.parser = parser
         self.eks_base = eks_base or ec2_base
         self.admin_token = admin_token
         self.ctx = ssl.create_default_context(cafile=ca_file)
@@ -212,17 +217,10 @@ class Mapper:
             return username, groups, canonical
         if authz["mode"] == "API":
             raise Rejected(f"no access entry for {canonical} (authentication mode API: aws-auth is not read)")
-        data = self.aws_auth(cluster)
+        parsed = parse_aws_auth(self.parser, self.aws_auth(cluster))
         key = canonical.lower()
-        is_role = ":role/" in canonical
-        block, arn_key = ("mapRoles", "rolearn") if is_role else ("mapUsers", "userarn")
-        match = None
-        for raw in _entries(data.get(block)):
-            e = _lower_keys(raw)
-            if not e or not isinstance(e.get(arn_key), str) or not e[arn_key]:
-                continue  # invalid entries are dropped one by one
-            if e[arn_key].lower() == key:
-                match = e  # later entries win, as in the authenticator's map
+        # As the authenticator's ConfigMapMapper.Map: a role mapping first, then a user mapping, then accounts.
+        match = by_arn(parsed["roles"], "rolearn").get(key) or by_arn(parsed["users"], "userarn").get(key)
         if match is not None:
             username = match.get("username")
             if not isinstance(username, str) or not username:
@@ -231,8 +229,7 @@ class Mapper:
             if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
                 raise Rejected(f"{canonical} is mapped with invalid groups")
             return self.expand(username, ident, session), [self.expand(g, ident, session) for g in groups], canonical
-        accounts = [str(a) for a in _entries(data.get("mapAccounts"))]
-        if ident["account"] in accounts:
+        if ident["account"] in (parsed["accounts"] or []):
             return canonical, [], canonical
         raise Rejected(f"ARN is not mapped: {canonical}")
 
@@ -295,9 +292,10 @@ def main():
     p.add_argument("--cluster", action="append", default=[], help="NAME=https://127.0.0.1:PORT")
     p.add_argument("--admin-token", required=True)
     p.add_argument("--ca", required=True)
+    p.add_argument("--awsauth-parser", required=True, help="the awsauth-parse helper (tests/stack/build-k8s.sh)")
     a = p.parse_args()
     clusters = dict(c.split("=", 1) for c in a.cluster)
-    mapper = Mapper(clusters, a.admin_token, a.ca, a.ec2, a.eks)
+    mapper = Mapper(clusters, a.admin_token, a.ca, a.ec2, a.eks, a.awsauth_parser)
 
     def log(msg):
         print(f"[authenticator] {msg}", file=sys.stderr, flush=True)

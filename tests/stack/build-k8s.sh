@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy into a cache outside the repo.
+# Builds kube-apiserver, etcd and the aws-auth parser helper from the Go module proxy into a cache outside the repo.
 # Prints nothing but progress on stderr; the binaries land in $CACHE/bin. A second run is instant.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+AUTHENTICATOR_VERSION="${AUTHENTICATOR_VERSION:-v0.6.13}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${EKS_SYNC_CACHE:-$HOME/.cache/eks-admin-sync}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
@@ -75,9 +77,33 @@ GO
   log "built $out"
 }
 
+# aws-iam-authenticator's own aws-auth parser (pkg/mapper/configmap.ParseMap, what EKS runs) behind a small
+# command of ours (tests/stack/awsauth-parse/main.go): the local authenticator reads aws-auth through it.
+build_authparser() {
+  local out="$BIN/awsauth-parse-$AUTHENTICATOR_VERSION"
+  local src="$HERE/awsauth-parse/main.go"
+  local stamp
+  stamp="$(sha256sum "$src" | cut -c1-12)"
+  if [ -x "$out" ] && [ "$(cat "$out.src" 2>/dev/null)" = "$stamp" ]; then
+    log "awsauth-parse (aws-iam-authenticator $AUTHENTICATOR_VERSION) cached"; return
+  fi
+  local dir="$CACHE/src/awsauth-parse-$AUTHENTICATOR_VERSION"
+  rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
+  log "building awsauth-parse with aws-iam-authenticator $AUTHENTICATOR_VERSION"
+  go mod init local/awsauth-parse >/dev/null 2>&1
+  go mod edit -require="sigs.k8s.io/aws-iam-authenticator@$AUTHENTICATOR_VERSION"
+  cp "$src" main.go
+  go mod tidy >/dev/null 2>&1 || true
+  go build -ldflags "-s -w" -o "$out.tmp" .
+  mv "$out.tmp" "$out"
+  echo "$stamp" > "$out.src"
+  log "built $out"
+}
+
 case "${1:-all}" in
   etcd) build_etcd ;;
   apiserver) build_apiserver ;;
-  all) build_etcd; build_apiserver ;;
-  *) echo "usage: $0 [all|etcd|apiserver]" >&2; exit 2 ;;
+  authparser) build_authparser ;;
+  all) build_etcd; build_apiserver; build_authparser ;;
+  *) echo "usage: $0 [all|etcd|apiserver|authparser]" >&2; exit 2 ;;
 esac

@@ -28,6 +28,8 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 CACHE = os.environ.get("EKS_SYNC_CACHE", os.path.expanduser("~/.cache/eks-admin-sync"))
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.37.2")
 ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.16")
+AUTHENTICATOR_VERSION = os.environ.get("AUTHENTICATOR_VERSION", "v0.6.13")
+AWSAUTH_PARSER = os.path.join(CACHE, "bin", f"awsauth-parse-{AUTHENTICATOR_VERSION}")
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 FUNCTION_ROLE = "eks-admin-sync-fn"
@@ -204,7 +206,7 @@ class Stack:
     def _start_authenticator(self):
         argv = [sys.executable, os.path.join(HERE, "authenticator.py"), "--port", str(self.ports["authn"]),
                 "--sts", self.aws_url, "--ec2", self.aws_url, "--eks", self.aws_url, "--admin-token", self.admin_token,
-                "--ca", os.path.join(self.dir, "ca.crt")]
+                "--ca", os.path.join(self.dir, "ca.crt"), "--awsauth-parser", AWSAUTH_PARSER]
         for c in self.clusters:
             argv += ["--cluster", f"{c}={self.api_url(c)}"]
         proc = self._spawn("authenticator", argv)
