@@ -62,6 +62,7 @@ fn big_configmap() -> (ConfigMap, Vec<Grant>) {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         })
         .collect();
     desired.sort();

@@ -29,6 +29,7 @@ fn alice() -> Grant {
         groups: vec!["system:masters".into()],
         id: None,
         policies: vec![],
+        ..Default::default()
     }
 }
 

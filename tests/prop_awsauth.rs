@@ -395,6 +395,7 @@ fn arb_desired() -> impl Strategy<Value = Vec<Grant>> {
                 groups: vec!["system:masters".into()],
                 id: None,
                 policies: vec![],
+                ..Default::default()
             })
             .collect()
     })

@@ -1,7 +1,7 @@
 //! AWS adapters: IAM (who is an admin) and EKS (where a cluster is, through a directory that expires).
 //! Clients are built once in `main` and reused across warm invocations.
 
-use crate::core::grants::IamUser;
+use crate::core::grants::{Principal, PrincipalKind};
 use crate::core::ports::{IamError, IamSource};
 use aws_sdk_eks::error::DisplayErrorContext;
 use aws_sdk_iam::types::EntityType;
@@ -92,14 +92,15 @@ fn tags(t: &[aws_sdk_iam::types::Tag]) -> Vec<(String, String)> {
 }
 
 impl IamSource for Iam {
-    async fn get_user(&self, name: &str) -> Result<Option<IamUser>, IamError> {
+    async fn get_user(&self, name: &str) -> Result<Option<Principal>, IamError> {
         match self.client.get_user().user_name(name).send().await {
             Ok(out) => {
                 let u = out.user().ok_or_else(|| IamError {
                     op: "GetUser",
                     message: format!("response for {name:?} has no user"),
                 })?;
-                Ok(Some(IamUser {
+                Ok(Some(Principal {
+                    kind: PrincipalKind::User,
                     name: u.user_name().to_string(),
                     arn: u.arn().to_string(),
                     id: Some(u.user_id().to_string()).filter(|i| !i.is_empty()),
@@ -121,7 +122,7 @@ impl IamSource for Iam {
         }
     }
 
-    async fn list_users(&self) -> Result<Vec<IamUser>, IamError> {
+    async fn list_users(&self) -> Result<Vec<Principal>, IamError> {
         let op = "GetAccountAuthorizationDetails";
         let mut users = Vec::new();
         let mut marker: Option<String> = None;
@@ -145,7 +146,8 @@ impl IamSource for Iam {
                         message: "a user in the response has no name or ARN".into(),
                     });
                 };
-                users.push(IamUser {
+                users.push(Principal {
+                    kind: PrincipalKind::User,
                     name: name.to_string(),
                     arn: arn.to_string(),
                     id: u.user_id().map(str::to_string),

@@ -4,7 +4,8 @@
 //! Audit record schema (`"audit": "eks-admin-sync/v1"`), one per grant, revoke, update, skip and guard:
 //! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard` |
 //! `migrate`: an `aws-auth` mapping removed because the principal's access entry now holds its grant),
-//! `principal` (ARN), `principalId` (the IAM user id, `AIDA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
+//! `principal` (ARN), `principalKind` (`user`; `role` to come), `source` (what makes it an admin:
+//! `tag:<ADMIN_TAG_KEY>`, on grants and updates), `principalId` (the IAM user id, `AIDA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
 //! `reason` (skips, guards, forced revokes), `dryRun`, `applied` (the store was written), `trigger`
 //! (`kind`, `eventName`, `eventId`, `eventTime`, `actor` {`arn`, `type`, `issuerArn`, `invokedBy`},
 //! `sourceIp`).
@@ -14,7 +15,7 @@
 //! Failed (counts) and Duration (milliseconds), one line per cluster and invocation.
 
 use crate::core::event::Trigger;
-use crate::core::grants::Grant;
+use crate::core::grants::{Grant, PrincipalKind, Source};
 use crate::core::guard::Guarded;
 use crate::core::plan::{Change, Plan, Skip};
 use serde::Serialize;
@@ -38,6 +39,11 @@ pub struct AuditRecord {
     pub store: &'static str,
     pub action: &'static str,
     pub principal: String,
+    /// `user` or `role`.
+    pub principal_kind: PrincipalKind,
+    /// What makes the principal an admin (`tag:<ADMIN_TAG_KEY>`), on grants and updates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
     /// The IAM user id the grant is bound to (`AIDA…`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub principal_id: Option<String>,
@@ -75,6 +81,8 @@ impl Context<'_> {
             store: self.store,
             action,
             principal: principal.to_string(),
+            principal_kind: PrincipalKind::of_arn(principal).unwrap_or_default(),
+            source: None,
             principal_id: None,
             username: None,
             username_before: None,
@@ -107,6 +115,7 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
     for c in &plan.changes {
         let r = match c {
             Change::Add(g) => AuditRecord {
+                source: g.source.clone(),
                 principal_id: g.id.clone(),
                 username: Some(g.username.clone()),
                 groups_after: Some(g.groups.clone()),
@@ -114,6 +123,7 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
                 ..ctx.record("grant", &g.arn)
             },
             Change::Update { from, to } => AuditRecord {
+                source: to.source.clone(),
                 principal_id: to.id.clone(),
                 username: Some(to.username.clone()),
                 username_before: (from.username != to.username).then(|| from.username.clone()),
@@ -298,6 +308,7 @@ mod tests {
             groups: groups.iter().map(|s| s.to_string()).collect(),
             id: None,
             policies: vec![],
+            ..Default::default()
         }
     }
 
@@ -358,6 +369,24 @@ mod tests {
         assert_eq!(v["audit"], SCHEMA);
         assert_eq!(v["trigger"]["eventId"], "e-1");
         assert_eq!(v["groupsBefore"], Value::Null);
+        assert_eq!(v["principalKind"], "user");
+        assert_eq!(v.get("source"), None, "a grant without a source says none");
+        // A desired grant carries its source; a revocation has none left.
+        let more = Plan {
+            changes: vec![
+                Change::Add(Grant {
+                    source: Some(Source::Tag("eks-cluster-admin".into())),
+                    ..g("a", &[])
+                }),
+                Change::Remove(g("c", &[])),
+            ],
+            ..Default::default()
+        };
+        let r = records(&ctx, &more, None);
+        let v: Vec<Value> = r.iter().map(|x| serde_json::to_value(x).unwrap()).collect();
+        assert_eq!(v[0]["source"], "tag:eks-cluster-admin");
+        assert_eq!(v[1].get("source"), None);
+        assert!(v.iter().all(|x| x["principalKind"] == "user"));
 
         let c = Counts::of(&plan, Some(&guard));
         assert_eq!(

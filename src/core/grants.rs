@@ -8,9 +8,54 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 
-/// What IAM says about one user (from `GetUser` or `GetAccountAuthorizationDetails`).
+/// The kind of IAM principal a grant is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    #[default]
+    User,
+    Role,
+}
+
+impl PrincipalKind {
+    /// The kind an IAM ARN names (`…:user/…`, `…:role/…`), if either.
+    pub fn of_arn(arn: &str) -> Option<Self> {
+        let resource = arn.splitn(6, ':').nth(5)?;
+        if resource.starts_with("user/") {
+            Some(PrincipalKind::User)
+        } else if resource.starts_with("role/") {
+            Some(PrincipalKind::Role)
+        } else {
+            None
+        }
+    }
+}
+
+/// What makes a principal an admin. Today: the admin tag on an IAM user.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// The tag key it carries (with a value naming the cluster, or `true`).
+    Tag(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Tag(key) => write!(f, "tag:{key}"),
+        }
+    }
+}
+
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What IAM says about one principal (from `GetUser` or `GetAccountAuthorizationDetails`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IamUser {
+pub struct Principal {
+    pub kind: PrincipalKind,
     pub name: String,
     /// The ARN exactly as IAM returns it, path included.
     pub arn: String,
@@ -19,7 +64,17 @@ pub struct IamUser {
     pub tags: Vec<(String, String)>,
 }
 
-impl IamUser {
+impl Principal {
+    /// The principal's path (`/` or `/team/…/`), from its ARN.
+    pub fn path(&self) -> String {
+        let resource = self.arn.splitn(6, ':').nth(5).unwrap_or_default();
+        let after_kind = resource.split_once('/').map_or("", |(_, rest)| rest);
+        match after_kind.rfind('/') {
+            Some(i) => format!("/{}", &after_kind[..=i]),
+            None => "/".into(),
+        }
+    }
+
     /// The value of the admin tag, if the user carries the key at all (matched case-insensitively).
     pub fn tag_value<'a>(&'a self, key: &str) -> Option<&'a str> {
         self.tags
@@ -30,10 +85,14 @@ impl IamUser {
 }
 
 /// What one principal should be given on one cluster (or, in a plan, what it has).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Grant {
     /// The principal's ARN exactly as IAM returns it (path included).
     pub arn: String,
+    pub kind: PrincipalKind,
+    /// What makes it an admin (desired grants); `None` on what a store holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
     pub username: String,
     pub groups: Vec<String>,
     /// IAM's unique id of the principal (`AIDA…`), when known: a grant is bound to the principal, not
@@ -163,7 +222,7 @@ pub fn user_name_of_arn(arn: &str) -> Option<&str> {
 }
 
 /// Grants for `cluster` from the given users.
-pub fn desired_for_cluster(users: &[IamUser], settings: &Settings, cluster: &str) -> Desired {
+pub fn desired_for_cluster(users: &[Principal], settings: &Settings, cluster: &str) -> Desired {
     let mut out = Desired::default();
     for u in users {
         let Some(value) = u.tag_value(&settings.tag_key) else {
@@ -195,6 +254,8 @@ pub fn desired_for_cluster(users: &[IamUser], settings: &Settings, cluster: &str
         }
         out.grants.push(Grant {
             arn: u.arn.clone(),
+            kind: u.kind,
+            source: Some(Source::Tag(settings.tag_key.clone())),
             username: render_username(&settings.username_template, &u.name, account),
             groups: settings.groups.clone(),
             id: u.id.clone(),
@@ -249,12 +310,44 @@ pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
 mod tests {
     use super::*;
 
+    #[test]
+    fn principal_kind_and_path_from_the_arn() {
+        assert_eq!(
+            PrincipalKind::of_arn("arn:aws:iam::123456789012:user/team/a"),
+            Some(PrincipalKind::User)
+        );
+        assert_eq!(
+            PrincipalKind::of_arn(
+                "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123"
+            ),
+            Some(PrincipalKind::Role)
+        );
+        assert_eq!(
+            PrincipalKind::of_arn("arn:aws:sts::123456789012:assumed-role/r/s"),
+            None
+        );
+        let p = |arn: &str| Principal {
+            kind: PrincipalKind::User,
+            name: "a".into(),
+            arn: arn.into(),
+            id: None,
+            tags: vec![],
+        };
+        assert_eq!(p("arn:aws:iam::123456789012:user/a").path(), "/");
+        assert_eq!(
+            p("arn:aws:iam::123456789012:user/team/dev/a").path(),
+            "/team/dev/"
+        );
+        assert_eq!(Source::Tag("k".into()).to_string(), "tag:k");
+    }
+
     fn settings(clusters: &str) -> Settings {
         Settings::from_lookup(|k| (k == "CLUSTER_NAMES").then(|| clusters.to_string())).unwrap()
     }
 
-    fn user(name: &str, tags: &[(&str, &str)]) -> IamUser {
-        IamUser {
+    fn user(name: &str, tags: &[(&str, &str)]) -> Principal {
+        Principal {
+            kind: PrincipalKind::User,
             name: name.into(),
             arn: format!("arn:aws:iam::123456789012:user/{name}"),
             id: None,
@@ -328,13 +421,15 @@ mod tests {
             user("amy", &[("EKS-Cluster-Admin", "staging")]),
             user("bob", &[("team", "x")]),
             user("cat", &[("eks-cluster-admin", "false")]),
-            IamUser {
+            Principal {
+                kind: PrincipalKind::User,
                 name: "dan".into(),
                 arn: "arn:aws:iam::123456789012:user/ops/dan".into(),
                 id: None,
                 tags: vec![("eks-cluster-admin".into(), "prod".into())],
             },
-            IamUser {
+            Principal {
+                kind: PrincipalKind::User,
                 name: "eve".into(),
                 arn: "garbage".into(),
                 id: None,

@@ -218,6 +218,7 @@ mod tests {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         }
     }
     /// `owned` of our entries on the cluster; `desired` of them still granted, plus one new grant.

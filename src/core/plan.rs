@@ -2,7 +2,7 @@
 //! holds into a [`ClusterState`] (entries, each with the owner the store worked out) and applies the
 //! [`Plan`] back in its own format. Plans speak of principals and grants, never of a store's rows.
 
-use crate::core::grants::{ArnKey, Grant, user_name_of_arn};
+use crate::core::grants::{ArnKey, Grant, PrincipalKind, user_name_of_arn};
 use crate::core::settings::AccessPolicy;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -215,12 +215,15 @@ impl Plan {
 
 /// The grant an entry holds today (entries reach the planner only through their ARN key, so they have one).
 fn grant_of(e: &CurrentEntry) -> Grant {
+    let arn = e.arn.as_deref().unwrap_or_default();
     Grant {
+        kind: PrincipalKind::of_arn(arn).unwrap_or_default(),
         arn: e.arn.clone().unwrap_or_default(),
         username: e.username.clone().unwrap_or_default(),
         groups: e.groups.clone(),
         id: e.id.clone(),
         policies: e.policies.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -454,6 +457,7 @@ mod tests {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         }
     }
     fn e(arn: &str, user: &str, groups: &[&str], owner: Owner) -> CurrentEntry {
@@ -540,6 +544,7 @@ mod tests {
                         groups: s(&["viewers"]),
                         id: None,
                         policies: vec![],
+                        ..Default::default()
                     },
                     to: g(A, "alice"),
                 }],

@@ -1,6 +1,6 @@
 //! What the core needs from the outside, as traits the adapters and stores implement. Nothing here does I/O.
 
-use crate::core::grants::IamUser;
+use crate::core::grants::Principal;
 use crate::core::guard::Guarded;
 use crate::core::plan::{Change, ClusterState, Plan};
 use std::future::Future;
@@ -20,9 +20,9 @@ pub trait IamSource: Sync {
     fn get_user(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<Option<IamUser>, IamError>> + Send;
+    ) -> impl Future<Output = Result<Option<Principal>, IamError>> + Send;
     /// Every user with tags, in as few calls as IAM allows.
-    fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send;
+    fn list_users(&self) -> impl Future<Output = Result<Vec<Principal>, IamError>> + Send;
 }
 
 /// A plan with the guard's verdict on it: what a store is asked to apply.

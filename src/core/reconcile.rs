@@ -6,7 +6,7 @@
 use crate::core::audit::{self, AuditRecord, Counts};
 use crate::core::event::{self, Action, EventError, Intent, Trigger};
 use crate::core::grants::{
-    ArnKey, Desired, Grant, IamUser, access_entry_grants, desired_for_cluster,
+    ArnKey, Desired, Grant, Principal, access_entry_grants, desired_for_cluster,
 };
 use crate::core::guard::{Facts, Guarded, guard};
 use crate::core::plan::{
@@ -260,7 +260,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         &self,
         names: &[String],
         target: &mut Target,
-    ) -> Result<Vec<IamUser>, ReconcileError> {
+    ) -> Result<Vec<Principal>, ReconcileError> {
         let mut users = Vec::new();
         for name in names {
             match self.iam.get_user(name).await? {
@@ -278,7 +278,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
     }
 
     /// The grants of every managed cluster, in both shapes (a store's cluster state says which it holds).
-    fn grants(&self, users: &[IamUser], report: &mut Report) -> Grants {
+    fn grants(&self, users: &[Principal], report: &mut Report) -> Grants {
         let s = &self.settings;
         let groups: Vec<Desired> = s
             .clusters
@@ -483,7 +483,7 @@ struct Run<'a> {
 
 /// What IAM said, for the whole invocation.
 struct IamFacts {
-    users: Vec<IamUser>,
+    users: Vec<Principal>,
     scope: Scope,
     target: Target,
     /// How many IAM principals carry the tag key at all, whatever its value.
@@ -762,12 +762,12 @@ mod tests {
     use std::sync::Mutex;
 
     struct FakeIam {
-        users: Vec<IamUser>,
+        users: Vec<Principal>,
         fail: bool,
     }
 
     impl IamSource for FakeIam {
-        async fn get_user(&self, name: &str) -> Result<Option<IamUser>, IamError> {
+        async fn get_user(&self, name: &str) -> Result<Option<Principal>, IamError> {
             if self.fail {
                 return Err(IamError {
                     op: "GetUser",
@@ -776,7 +776,7 @@ mod tests {
             }
             Ok(self.users.iter().find(|u| u.name == name).cloned())
         }
-        async fn list_users(&self) -> Result<Vec<IamUser>, IamError> {
+        async fn list_users(&self) -> Result<Vec<Principal>, IamError> {
             if self.fail {
                 return Err(IamError {
                     op: "GetAccountAuthorizationDetails",
@@ -882,8 +882,9 @@ mod tests {
         .unwrap()
     }
 
-    fn admin(name: &str, value: &str) -> IamUser {
-        IamUser {
+    fn admin(name: &str, value: &str) -> Principal {
+        Principal {
+            kind: crate::core::grants::PrincipalKind::User,
             name: name.into(),
             arn: format!("arn:aws:iam::123456789012:user/{name}"),
             id: None,
@@ -894,7 +895,7 @@ mod tests {
     fn rec(
         clusters: &str,
         extra: &[(&str, &str)],
-        users: Vec<IamUser>,
+        users: Vec<Principal>,
         fail: bool,
     ) -> Reconciler<FakeIam, MemStore> {
         Reconciler::new(
@@ -920,6 +921,7 @@ mod tests {
                         groups: vec!["system:masters".into()],
                         id: None,
                         policies: vec![],
+                        ..Default::default()
                     })
                 })
                 .collect(),
@@ -1117,7 +1119,7 @@ mod tests {
             &[("MAX_REMOVALS", "1")],
             ["a", "b"]
                 .iter()
-                .map(|n| IamUser {
+                .map(|n| Principal {
                     id: Some(format!("AIDANEW{n}")),
                     ..admin(n, "true")
                 })

@@ -426,6 +426,7 @@ mod tests {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         };
         // alice and bob move, carol (untagged) is revoked; only alice's entry is confirmed.
         let mut r = Retirement {

@@ -500,6 +500,7 @@ mod tests {
             groups: vec![],
             id: id.map(str::to_string),
             policies: vec![],
+            ..Default::default()
         }
     }
 

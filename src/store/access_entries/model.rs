@@ -222,6 +222,7 @@ mod tests {
             groups: vec!["eks-admins".into(), "eks-admin-sync:default".into()],
             id: Some("AIDA1".into()),
             policies: vec![],
+            ..Default::default()
         };
         assert_eq!(m.groups_for(&g), ["eks-admins", "eks-admin-sync:default"]);
         let e = AccessEntry::builder()

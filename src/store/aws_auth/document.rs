@@ -651,6 +651,7 @@ mod tests {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         }
     }
 
@@ -794,6 +795,7 @@ mod tests {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         };
         let p = plan(doc.state(), &[alice(), carol], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
@@ -1008,6 +1010,7 @@ mod tests {
             groups: vec!["system:masters".into()],
             id: None,
             policies: vec![],
+            ..Default::default()
         };
         let p = plan(doc.state(), &[g], &Scope::All);
         let text = doc.render(c.data.as_ref(), &p).unwrap().map_users.unwrap();
