@@ -212,3 +212,27 @@ def test_the_emulator_refuses_what_eks_refuses(st):
     assert code_and_message(eks.create_access_entry, clusterName="api", principalArn=f"arn:aws:iam::{ACCOUNT}:user/nobody") == (
         "InvalidParameterException", "The specified principalArn is invalid: invalid principal.")
     st.iam().delete_role(RoleName="auto-node")
+
+
+def test_an_update_cut_short_is_audited_for_what_landed(st):
+    """An update that needs several calls (a new username, then a mark tag a tool removed) fails half way: the
+    username change landed and has its audit record; the run fails naming the call that did not."""
+    st.create_user("alice", TAG)
+    rc, _, err = st.run_reconcile(clusters="api")
+    assert rc == 0, err
+    eks = st.eks()
+    eks.untag_resource(resourceArn=entry_arn(st, "api", ALICE), tagKeys=["eks-admin-sync-user-id"])
+    st.emu("/_emu/faults", {"label": "eks:TagResource", "status": 400, "code": "AccessDeniedException",
+                            "message": "not authorized to perform eks:TagResource", "count": 1})
+    rc, report, err = st.run_reconcile(clusters="api", extra={"USERNAME_TEMPLATE": "admin-{{UserName}}"})
+    assert rc != 0, err
+    r = cluster_report(report, "api")
+    assert r["status"] == "failed" and "TagResource" in r["error"], r
+    assert r["written"] and r["updated"] == [ALICE], r
+    [rec] = [x for x in audit_records(err) if x["action"] == "update"]
+    assert rec["applied"] and rec["username"] == "admin-alice" and rec["usernameBefore"] == "alice", rec
+    assert st.entries("api")[ALICE]["username"] == "admin-alice"
+    # The next run finishes it.
+    rc, report, err = st.run_reconcile(clusters="api", extra={"USERNAME_TEMPLATE": "admin-{{UserName}}"})
+    assert rc == 0, err
+    assert "eks-admin-sync-user-id" in st.entries("api")[ALICE]["tags"]

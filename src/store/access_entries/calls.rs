@@ -238,7 +238,8 @@ impl Calls<'_> {
         Ok(())
     }
 
-    async fn associate(&self, g: &Grant, p: &AccessPolicy) -> Result<(), AccessEntriesError> {
+    /// Associates one policy (a 404 right after the entry was created is retried).
+    pub async fn associate(&self, g: &Grant, p: &AccessPolicy) -> Result<(), AccessEntriesError> {
         let mut attempt = 0;
         loop {
             let result = self

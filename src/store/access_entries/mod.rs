@@ -316,6 +316,8 @@ impl AccessEntryStore {
         outcome(cluster, results)
     }
 
+    /// Applies one change and tells `landed` when it reached EKS (an update also when only some of its
+    /// calls did: what changed on the entry is audited even if a later call failed).
     async fn change(
         &self,
         calls: &Calls<'_>,
@@ -323,15 +325,19 @@ impl AccessEntryStore {
         c: &Change,
         landed: &Landed,
     ) -> Result<(), Stop> {
-        let done = match c {
-            Change::Add(g) => self.add(calls, g).await?,
-            Change::Update { from, to } => self.update(calls, snapshot, from, to).await?,
-            Change::Remove(g) => self.remove(calls, g).await?,
+        let whole = |r: Result<bool, Stop>| match r {
+            Ok(done) => (done, Ok(())),
+            Err(e) => (false, Err(e)),
+        };
+        let (done, result) = match c {
+            Change::Add(g) => whole(self.add(calls, g).await),
+            Change::Update { from, to } => self.update(calls, snapshot, from, to).await,
+            Change::Remove(g) => whole(self.remove(calls, g).await),
         };
         if done {
             landed.change(c.clone());
         }
-        Ok(())
+        result
     }
 
     /// Creates the entry and associates its policies; an entry whose policies could not be associated is
@@ -349,42 +355,57 @@ impl AccessEntryStore {
         Err(Stop::Fail(e))
     }
 
-    /// Brings an owned entry to its grant: username and groups, the mark tags, then its policies. `true`
-    /// once every call needed landed.
+    /// Brings an owned entry to its grant: username and groups, the mark tags, then its policies. Says
+    /// whether any of its writes landed, and how it ended.
     async fn update(
         &self,
         calls: &Calls<'_>,
         snapshot: &Snapshot,
         from: &Grant,
         to: &Grant,
-    ) -> Result<bool, Stop> {
+    ) -> (bool, Result<(), Stop>) {
         let Some(known) = snapshot.known.get(&from.arn) else {
             // Not read (cannot happen for an owned entry): read again rather than guess.
-            return Err(Stop::Race);
+            return (false, Err(Stop::Race));
         };
-        let fail = Stop::Fail;
+        let mut wrote = false;
+        let result = self.update_calls(calls, known, from, to, &mut wrote).await;
+        (wrote, result.map_err(Stop::Fail))
+    }
+
+    async fn update_calls(
+        &self,
+        calls: &Calls<'_>,
+        known: &Known,
+        from: &Grant,
+        to: &Grant,
+        wrote: &mut bool,
+    ) -> Result<(), AccessEntriesError> {
         if from.username != to.username || from.groups != to.groups {
-            calls.update(to).await.map_err(fail)?;
+            calls.update(to).await?;
+            *wrote = true;
         }
         let want_tags = self.marks.tags_for(to);
         if want_tags.iter().any(|(k, v)| known.tags.get(k) != Some(v)) {
-            calls.tag(known, to, want_tags).await.map_err(fail)?;
+            calls.tag(known, to, want_tags).await?;
+            *wrote = true;
         }
         let have = match &known.policies {
             Some(p) => p.clone(),
-            None => calls.policies(&to.arn).await.map_err(fail)?,
+            None => calls.policies(&to.arn).await?,
         };
-        calls.associate_all(to, &have).await.map_err(fail)?;
+        for p in to.policies.iter().filter(|p| !have.contains(p)) {
+            calls.associate(to, p).await?;
+            *wrote = true;
+        }
         for extra in have
             .iter()
             .filter(|h| !to.policies.iter().any(|p| p.arn == h.arn))
         {
-            calls
-                .disassociate(&to.arn, &extra.arn)
-                .await
-                .map_err(fail)?;
+            calls.disassociate(&to.arn, &extra.arn).await?;
+            *wrote = true;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Deletes an owned entry, after describing it again: left alone if it was taken over (a mark removed
