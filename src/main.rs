@@ -32,11 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Reconcile every managed cluster (or only the named users) and print the result as JSON.
+    /// Reconcile every managed cluster (or only the named users and roles) and print the result as JSON.
     Reconcile {
         /// Only reconcile this IAM user (repeatable).
         #[arg(long = "user", value_name = "NAME")]
         users: Vec<String>,
+        /// Only reconcile this IAM role (repeatable).
+        #[arg(long = "role", value_name = "NAME")]
+        roles: Vec<String>,
         /// Plan and report without writing.
         #[arg(long)]
         dry_run: bool,
@@ -50,6 +53,9 @@ enum Command {
         /// Only plan for this IAM user (repeatable).
         #[arg(long = "user", value_name = "NAME")]
         users: Vec<String>,
+        /// Only plan for this IAM role (repeatable).
+        #[arg(long = "role", value_name = "NAME")]
+        roles: Vec<String>,
         /// Show what a forced reconcile would do.
         #[arg(long)]
         force: bool,
@@ -268,10 +274,15 @@ async fn run_cli(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Reconcile {
             users,
+            roles,
             dry_run,
             force,
-        } => run_intent(intent_for(users, dry_run, force)?, false).await,
-        Command::Plan { users, force } => run_intent(intent_for(users, true, force)?, true).await,
+        } => run_intent(intent_for(users, roles, dry_run, force)?, false).await,
+        Command::Plan {
+            users,
+            roles,
+            force,
+        } => run_intent(intent_for(users, roles, true, force)?, true).await,
     }
 }
 
@@ -296,16 +307,26 @@ fn lambda_clock(deadline_ms: u64) -> Clock {
     }
 }
 
-fn intent_for(users: Vec<String>, dry_run: bool, force: bool) -> anyhow::Result<Intent> {
-    for u in &users {
-        if !eks_admin_sync::core::event::valid_user_name(u) {
-            bail!("{u:?} is not a valid IAM user name");
+fn intent_for(
+    users: Vec<String>,
+    roles: Vec<String>,
+    dry_run: bool,
+    force: bool,
+) -> anyhow::Result<Intent> {
+    use eks_admin_sync::core::event::{Named, valid_user_name};
+    let mut named: Vec<Named> = users.iter().map(|u| Named::user(u)).collect();
+    named.extend(roles.iter().map(|r| Named::role(r)));
+    for n in &named {
+        if !valid_user_name(&n.name) {
+            bail!("{:?} is not a valid IAM name ({n})", n.name);
         }
     }
-    let action = if users.is_empty() {
+    named.sort();
+    named.dedup();
+    let action = if named.is_empty() {
         Action::ReconcileAll
     } else {
-        Action::ReconcileUsers(users)
+        Action::ReconcileNamed(named)
     };
     Ok(Intent {
         action,

@@ -405,7 +405,7 @@ fn arb_scope() -> impl Strategy<Value = Scope> {
     prop_oneof![
         Just(Scope::All),
         prop::collection::vec(prop::sample::select(NAMES.to_vec()), 1..3)
-            .prop_map(|n| Scope::Users(n.into_iter().map(String::from).collect())),
+            .prop_map(|n| Scope::users(&n)),
     ]
 }
 

@@ -91,71 +91,32 @@ fn tags(t: &[aws_sdk_iam::types::Tag]) -> Vec<(String, String)> {
         .collect()
 }
 
-impl IamSource for Iam {
-    async fn get_user(&self, name: &str) -> Result<Option<Principal>, IamError> {
-        match self.client.get_user().user_name(name).send().await {
-            Ok(out) => {
-                let u = out.user().ok_or_else(|| IamError {
-                    op: "GetUser",
-                    message: format!("response for {name:?} has no user"),
-                })?;
-                Ok(Some(Principal {
-                    kind: PrincipalKind::User,
-                    name: u.user_name().to_string(),
-                    arn: u.arn().to_string(),
-                    id: Some(u.user_id().to_string()).filter(|i| !i.is_empty()),
-                    tags: tags(u.tags()),
-                }))
-            }
-            // Only IAM's own "no such user" means the user is gone; throttling, access denied, a network
-            // error or anything else is a failed read, and nothing may be removed on it.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(IamError {
-                op: "GetUser",
-                message: format!("{name:?}: {}", DisplayErrorContext(&e)),
-            }),
-        }
-    }
+fn not_found<E: aws_sdk_iam::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("NoSuchEntity")
+}
 
-    async fn list_users(&self) -> Result<Vec<Principal>, IamError> {
-        let op = "GetAccountAuthorizationDetails";
-        let mut users = Vec::new();
+impl Iam {
+    /// A user's groups (`ListGroupsForUser`, paged).
+    async fn groups_of(&self, name: &str) -> Result<Vec<String>, IamError> {
+        let op = "ListGroupsForUser";
+        let mut groups = Vec::new();
         let mut marker: Option<String> = None;
-        for page in 0..MAX_PAGES {
+        for _ in 0..MAX_PAGES {
             let out = self
                 .client
-                .get_account_authorization_details()
-                .filter(EntityType::User)
+                .list_groups_for_user()
+                .user_name(name)
                 .max_items(IAM_PAGE_SIZE)
                 .set_marker(marker.take())
                 .send()
                 .await
                 .map_err(|e| IamError {
                     op,
-                    message: format!("page {}: {}", page + 1, DisplayErrorContext(&e)),
+                    message: format!("{name:?}: {}", DisplayErrorContext(&e)),
                 })?;
-            for u in out.user_detail_list() {
-                let (Some(name), Some(arn)) = (u.user_name(), u.arn()) else {
-                    return Err(IamError {
-                        op,
-                        message: "a user in the response has no name or ARN".into(),
-                    });
-                };
-                users.push(Principal {
-                    kind: PrincipalKind::User,
-                    name: name.to_string(),
-                    arn: arn.to_string(),
-                    id: u.user_id().map(str::to_string),
-                    tags: tags(u.tags()),
-                });
-            }
+            groups.extend(out.groups().iter().map(|g| g.group_name().to_string()));
             if !out.is_truncated() {
-                return Ok(users);
+                return Ok(groups);
             }
             marker = Some(out.marker().map(str::to_string).ok_or_else(|| IamError {
                 op,
@@ -164,6 +125,140 @@ impl IamSource for Iam {
         }
         Err(IamError {
             op,
+            message: format!("more than {MAX_PAGES} pages; refusing to go on"),
+        })
+    }
+
+    /// One page of `GetAccountAuthorizationDetails` (users and roles), appended to `out`; the next marker.
+    async fn details_page(
+        &self,
+        page: usize,
+        marker: Option<String>,
+        out: &mut Vec<Principal>,
+    ) -> Result<Option<String>, IamError> {
+        let op = "GetAccountAuthorizationDetails";
+        let resp = self
+            .client
+            .get_account_authorization_details()
+            .filter(EntityType::User)
+            .filter(EntityType::Role)
+            .max_items(IAM_PAGE_SIZE)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| IamError {
+                op,
+                message: format!("page {}: {}", page + 1, DisplayErrorContext(&e)),
+            })?;
+        let missing = |what: &str| IamError {
+            op,
+            message: format!("a {what} in the response has no name or ARN"),
+        };
+        for u in resp.user_detail_list() {
+            let (Some(name), Some(arn)) = (u.user_name(), u.arn()) else {
+                return Err(missing("user"));
+            };
+            out.push(Principal {
+                kind: PrincipalKind::User,
+                name: name.to_string(),
+                arn: arn.to_string(),
+                id: u.user_id().map(str::to_string),
+                tags: tags(u.tags()),
+                groups: u.group_list().to_vec(),
+            });
+        }
+        for r in resp.role_detail_list() {
+            let (Some(name), Some(arn)) = (r.role_name(), r.arn()) else {
+                return Err(missing("role"));
+            };
+            out.push(Principal {
+                kind: PrincipalKind::Role,
+                name: name.to_string(),
+                arn: arn.to_string(),
+                id: r.role_id().map(str::to_string),
+                tags: tags(r.tags()),
+                groups: Vec::new(),
+            });
+        }
+        if !resp.is_truncated() {
+            return Ok(None);
+        }
+        resp.marker()
+            .map(|m| Some(m.to_string()))
+            .ok_or_else(|| IamError {
+                op,
+                message: "IsTruncated without Marker".into(),
+            })
+    }
+}
+
+impl IamSource for Iam {
+    async fn get_user(&self, name: &str, groups: bool) -> Result<Option<Principal>, IamError> {
+        let u = match self.client.get_user().user_name(name).send().await {
+            Ok(out) => out.user.ok_or_else(|| IamError {
+                op: "GetUser",
+                message: format!("response for {name:?} has no user"),
+            })?,
+            // Only IAM's own "no such user" means the user is gone; throttling, access denied, a network
+            // error or anything else is a failed read, and nothing may be removed on it.
+            Err(e) if e.as_service_error().is_some_and(not_found) => return Ok(None),
+            Err(e) => {
+                return Err(IamError {
+                    op: "GetUser",
+                    message: format!("{name:?}: {}", DisplayErrorContext(&e)),
+                });
+            }
+        };
+        let groups = if groups {
+            self.groups_of(name).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Principal {
+            kind: PrincipalKind::User,
+            name: u.user_name().to_string(),
+            arn: u.arn().to_string(),
+            id: Some(u.user_id().to_string()).filter(|i| !i.is_empty()),
+            tags: tags(u.tags()),
+            groups,
+        }))
+    }
+
+    async fn get_role(&self, name: &str) -> Result<Option<Principal>, IamError> {
+        match self.client.get_role().role_name(name).send().await {
+            Ok(out) => {
+                let r = out.role().ok_or_else(|| IamError {
+                    op: "GetRole",
+                    message: format!("response for {name:?} has no role"),
+                })?;
+                Ok(Some(Principal {
+                    kind: PrincipalKind::Role,
+                    name: r.role_name().to_string(),
+                    arn: r.arn().to_string(),
+                    id: Some(r.role_id().to_string()).filter(|i| !i.is_empty()),
+                    tags: tags(r.tags()),
+                    groups: Vec::new(),
+                }))
+            }
+            Err(e) if e.as_service_error().is_some_and(not_found) => Ok(None),
+            Err(e) => Err(IamError {
+                op: "GetRole",
+                message: format!("{name:?}: {}", DisplayErrorContext(&e)),
+            }),
+        }
+    }
+
+    async fn list_principals(&self) -> Result<Vec<Principal>, IamError> {
+        let mut principals = Vec::new();
+        let mut marker: Option<String> = None;
+        for page in 0..MAX_PAGES {
+            marker = self.details_page(page, marker, &mut principals).await?;
+            if marker.is_none() {
+                return Ok(principals);
+            }
+        }
+        Err(IamError {
+            op: "GetAccountAuthorizationDetails",
             message: format!("more than {MAX_PAGES} pages; refusing to go on"),
         })
     }

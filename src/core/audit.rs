@@ -4,8 +4,9 @@
 //! Audit record schema (`"audit": "eks-admin-sync/v1"`), one per grant, revoke, update, skip and guard:
 //! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard` |
 //! `migrate`: an `aws-auth` mapping removed because the principal's access entry now holds its grant),
-//! `principal` (ARN), `principalKind` (`user`; `role` to come), `source` (what makes it an admin:
-//! `tag:<ADMIN_TAG_KEY>`, on grants and updates), `principalId` (the IAM user id, `AIDA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
+//! `principal` (ARN), `principalKind` (`user` or `role`), `source` (what makes it an admin:
+//! `tag:<ADMIN_TAG_KEY>`, `permission-set:<NAME>` or `iam-group:<NAME>`, on grants and updates), `principalId`
+//! (the IAM user or role id, `AIDA…` / `AROA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
 //! `reason` (skips, guards, forced revokes), `dryRun`, `applied` (the store was written), `trigger`
 //! (`kind`, `eventName`, `eventId`, `eventTime`, `actor` {`arn`, `type`, `issuerArn`, `invokedBy`},
 //! `sourceIp`).
@@ -41,7 +42,8 @@ pub struct AuditRecord {
     pub principal: String,
     /// `user` or `role`.
     pub principal_kind: PrincipalKind,
-    /// What makes the principal an admin (`tag:<ADMIN_TAG_KEY>`), on grants and updates.
+    /// What makes the principal an admin (`tag:<KEY>`, `permission-set:<NAME>`, `iam-group:<NAME>`), on
+    /// grants and updates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     /// The IAM user id the grant is bound to (`AIDA…`), when known.

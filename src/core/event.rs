@@ -4,20 +4,70 @@
 //! - EventBridge "AWS API Call via CloudTrail" from `aws.iam` (user events are reconciled one user at a time;
 //!   the event's own tag list is never trusted, IAM is re-read);
 //! - EventBridge "Scheduled Event" from `aws.events` (full reconcile);
-//! - a manual payload `{"action":"reconcile", "user"?: NAME, "users"?: [NAMES], "dryRun"?: bool}`.
+//! - a manual payload `{"action":"reconcile", "user"?: NAME, "users"?: [NAMES], "role"?: NAME,
+//!   "roles"?: [NAMES], "dryRun"?: bool, "force"?: bool}`.
 
+use crate::core::grants::PrincipalKind;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// CloudTrail event names that can change who is an admin.
-pub const HANDLED_EVENT_NAMES: [&str; 5] = [
+/// CloudTrail events about one IAM user (`requestParameters.userName`) that can change who is an admin.
+pub const USER_EVENT_NAMES: [&str; 7] = [
     "TagUser",
     "UntagUser",
     "CreateUser",
     "DeleteUser",
     "UpdateUser",
+    "AddUserToGroup",
+    "RemoveUserFromGroup",
 ];
+/// CloudTrail events about one IAM role (`requestParameters.roleName`). `UpdateRole` changes neither tags
+/// nor path and is not one of them.
+pub const ROLE_EVENT_NAMES: [&str; 4] = ["TagRole", "UntagRole", "CreateRole", "DeleteRole"];
+/// CloudTrail events about a group as a whole (a rename or deletion changes who is in an admin group by
+/// name): a full reconcile.
+pub const GROUP_EVENT_NAMES: [&str; 2] = ["DeleteGroup", "UpdateGroup"];
+
+/// Every CloudTrail event name the function acts on (the EventBridge rule in `template.yaml` lists them).
+pub fn handled_event_names() -> impl Iterator<Item = &'static str> {
+    USER_EVENT_NAMES
+        .into_iter()
+        .chain(ROLE_EVENT_NAMES)
+        .chain(GROUP_EVENT_NAMES)
+}
+
+/// An IAM principal named by an event or a manual run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Named {
+    pub kind: PrincipalKind,
+    pub name: String,
+}
+
+impl Named {
+    pub fn user(name: &str) -> Self {
+        Named {
+            kind: PrincipalKind::User,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn role(name: &str) -> Self {
+        Named {
+            kind: PrincipalKind::Role,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            PrincipalKind::User => write!(f, "user {}", self.name),
+            PrincipalKind::Role => write!(f, "role {}", self.name),
+        }
+    }
+}
 
 /// What an invocation was asked to do, by whom, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +83,10 @@ pub struct Intent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Reconcile every managed cluster against every IAM user.
+    /// Reconcile every managed cluster against every IAM user and role.
     ReconcileAll,
-    /// Reconcile only these IAM user names (a rename names both the old and the new name).
-    ReconcileUsers(Vec<String>),
+    /// Reconcile only these IAM users and roles (a user's rename names both the old and the new name).
+    ReconcileNamed(Vec<Named>),
     /// Nothing to do; the reason is logged and returned.
     Ignore(String),
 }
@@ -154,6 +204,8 @@ struct ManualPayload {
     action: String,
     user: Option<String>,
     users: Option<Vec<String>>,
+    role: Option<String>,
+    roles: Option<Vec<String>>,
     dry_run: Option<bool>,
     force: Option<bool>,
 }
@@ -222,20 +274,21 @@ fn parse_manual(event: &Value) -> Result<Intent, EventError> {
             ),
         });
     }
-    let mut users: Vec<String> = p
-        .user
-        .into_iter()
-        .chain(p.users.unwrap_or_default())
+    let users = p.user.into_iter().chain(p.users.unwrap_or_default());
+    let roles = p.role.into_iter().chain(p.roles.unwrap_or_default());
+    let mut named: Vec<Named> = users
+        .map(|n| Named::user(&n))
+        .chain(roles.map(|n| Named::role(&n)))
         .collect();
-    for u in &users {
-        check_user_name("manual", u)?;
+    for n in &named {
+        check_name("manual", n)?;
     }
-    users.sort();
-    users.dedup();
-    let action = if users.is_empty() {
+    named.sort();
+    named.dedup();
+    let action = if named.is_empty() {
         Action::ReconcileAll
     } else {
-        Action::ReconcileUsers(users)
+        Action::ReconcileNamed(named)
     };
     Ok(Intent {
         dry_run: p.dry_run.unwrap_or(false),
@@ -290,10 +343,17 @@ fn parse_cloudtrail(detail: Value) -> Result<Intent, EventError> {
         );
         return Ok(Intent::new(Action::Ignore(reason), trigger));
     }
-    if !HANDLED_EVENT_NAMES.contains(&name) {
+    if GROUP_EVENT_NAMES.contains(&name) {
+        return Ok(Intent::new(Action::ReconcileAll, trigger));
+    }
+    let kind = if USER_EVENT_NAMES.contains(&name) {
+        PrincipalKind::User
+    } else if ROLE_EVENT_NAMES.contains(&name) {
+        PrincipalKind::Role
+    } else {
         let reason = format!("{name} (event {id}) does not affect cluster admins");
         return Ok(Intent::new(Action::Ignore(reason), trigger));
-    }
+    };
     let params = d.request_parameters.unwrap_or(Value::Null);
     let field = |k: &str| -> Result<Option<String>, EventError> {
         match params.get(k) {
@@ -308,24 +368,29 @@ fn parse_cloudtrail(detail: Value) -> Result<Intent, EventError> {
             }),
         }
     };
-    let user = field("userName")?.ok_or_else(|| EventError::Malformed {
+    let key = match kind {
+        PrincipalKind::User => "userName",
+        PrincipalKind::Role => "roleName",
+    };
+    let first = field(key)?.ok_or_else(|| EventError::Malformed {
         kind: "CloudTrail",
-        reason: format!("{name} without requestParameters.userName"),
+        reason: format!("{name} without requestParameters.{key}"),
     })?;
-    check_user_name("CloudTrail", &user)?;
-    let mut users = vec![user];
+    let mut named = vec![Named { kind, name: first }];
     if name == "UpdateUser"
         && let Some(new) = field("newUserName")?
     {
-        check_user_name("CloudTrail", &new)?;
-        users.push(new);
+        named.push(Named::user(&new));
     }
-    users.sort();
-    users.dedup();
-    Ok(Intent::new(Action::ReconcileUsers(users), trigger))
+    for n in &named {
+        check_name("CloudTrail", n)?;
+    }
+    named.sort();
+    named.dedup();
+    Ok(Intent::new(Action::ReconcileNamed(named), trigger))
 }
 
-/// IAM user names: 1-64 characters of `[A-Za-z0-9+=,.@_-]`.
+/// IAM user and role names: 1-64 characters of `[A-Za-z0-9+=,.@_-]`.
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -334,13 +399,17 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
 }
 
-fn check_user_name(kind: &'static str, name: &str) -> Result<(), EventError> {
-    if valid_user_name(name) {
+fn check_name(kind: &'static str, n: &Named) -> Result<(), EventError> {
+    if valid_user_name(&n.name) {
         Ok(())
     } else {
+        let what = match n.kind {
+            PrincipalKind::User => "user",
+            PrincipalKind::Role => "role",
+        };
         Err(EventError::Malformed {
             kind,
-            reason: format!("{name:?} is not a valid IAM user name"),
+            reason: format!("{:?} is not a valid IAM {what} name", n.name),
         })
     }
 }
@@ -369,7 +438,11 @@ mod tests {
     }
 
     fn users(names: &[&str]) -> Action {
-        Action::ReconcileUsers(names.iter().map(|s| s.to_string()).collect())
+        Action::ReconcileNamed(names.iter().map(|s| Named::user(s)).collect())
+    }
+
+    fn roles(names: &[&str]) -> Action {
+        Action::ReconcileNamed(names.iter().map(|s| Named::role(s)).collect())
     }
 
     /// What the tests compare: the action, and for an ignored event the reason.
@@ -390,7 +463,24 @@ mod tests {
             ("manual-reconcile.json", Ok(Action::ReconcileAll)),
             ("manual-user-dry-run.json", Ok(users(&["new-admin-test"]))),
             ("tag-user-failed.json", Err("ignore:AccessDenied")),
-            ("create-role.json", Err("ignore:does not affect")),
+            ("create-role.json", Ok(roles(&["ci-deployer"]))),
+            ("create-role-with-tags.json", Ok(roles(&["team-admin"]))),
+            (
+                "create-role-sso.json",
+                Ok(roles(&["AWSReservedSSO_Platform_Admin_0123456789abcdef"])),
+            ),
+            (
+                "delete-role-sso.json",
+                Ok(roles(&["AWSReservedSSO_Platform_Admin_0123456789abcdef"])),
+            ),
+            ("tag-role.json", Ok(roles(&["team-admin"]))),
+            ("untag-role.json", Ok(roles(&["team-admin"]))),
+            ("delete-role.json", Ok(roles(&["team-admin"]))),
+            ("update-role.json", Err("ignore:does not affect")),
+            ("add-user-to-group.json", Ok(users(&["dave"]))),
+            ("remove-user-from-group.json", Ok(users(&["dave"]))),
+            ("update-group-rename.json", Ok(Action::ReconcileAll)),
+            ("delete-group.json", Ok(Action::ReconcileAll)),
             (
                 "malformed-no-username.json",
                 Err("without requestParameters.userName"),
@@ -437,6 +527,22 @@ mod tests {
             (
                 json!({"action":"reconcile","users":["b","a","b"]}),
                 Ok(users(&["a", "b"])),
+            ),
+            (
+                json!({"action":"reconcile","user":"a","role":"a","roles":["r"]}),
+                Ok(Action::ReconcileNamed(vec![
+                    Named::user("a"),
+                    Named::role("a"),
+                    Named::role("r"),
+                ])),
+            ),
+            (
+                json!({"action":"reconcile","role":"a/b"}),
+                Err("not a valid IAM role name"),
+            ),
+            (
+                ct("TagRole", json!({"userName":"a"})),
+                Err("without requestParameters.roleName"),
             ),
             (ct("TagUser", json!({"userName": 5})), Err("is a number")),
             (

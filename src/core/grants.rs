@@ -3,7 +3,9 @@
 //! A grant speaks of a principal and what it should be given (username, groups), not of how a store writes
 //! it: `aws-auth` writes a `mapUsers` row, access entries an entry and its policies.
 
-use crate::core::settings::{AccessPolicy, Settings, parse_bool, render_username};
+use crate::core::settings::{
+    AccessPolicy, Settings, parse_bool, render_role_username, render_username,
+};
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -31,19 +33,57 @@ impl PrincipalKind {
     }
 }
 
-/// What makes a principal an admin. Today: the admin tag on an IAM user.
+/// What makes a principal an admin.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
-    /// The tag key it carries (with a value naming the cluster, or `true`).
+    /// The tag key it carries (with a value naming the cluster, or `true`): users and roles.
     Tag(String),
+    /// The IAM Identity Center permission set its role was made for (`ADMIN_PERMISSION_SETS`).
+    PermissionSet(String),
+    /// The IAM group the user is a member of (`ADMIN_IAM_GROUPS`).
+    IamGroup(String),
+}
+
+impl Source {
+    /// Whether this source could have granted `g` (the guard refuses such removals when the source
+    /// yields nobody at all).
+    pub fn could_grant(&self, g: &Grant) -> bool {
+        match self {
+            Source::Tag(_) => true,
+            Source::PermissionSet(set) => {
+                g.kind == PrincipalKind::Role
+                    && role_name_of_arn(&g.arn)
+                        .and_then(permission_set_of_name)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(set))
+            }
+            Source::IamGroup(_) => g.kind == PrincipalKind::User,
+        }
+    }
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Tag(key) => write!(f, "tag:{key}"),
+            Source::PermissionSet(name) => write!(f, "permission-set:{name}"),
+            Source::IamGroup(name) => write!(f, "iam-group:{name}"),
         }
     }
+}
+
+/// Where IAM Identity Center keeps the roles it makes for permission sets (a region segment may follow).
+pub const SSO_ROLE_PATH: &str = "/aws-reserved/sso.amazonaws.com/";
+/// The name prefix of those roles: `AWSReservedSSO_<permission set>_<suffix>`.
+pub const SSO_ROLE_PREFIX: &str = "AWSReservedSSO_";
+/// Where AWS keeps service-linked roles (EKS refuses entries for them; never admins).
+pub const SERVICE_LINKED_PATH: &str = "/aws-service-role/";
+
+/// The permission set an Identity Center role name was made for: between the prefix and the **last** `_`
+/// (permission-set names may contain `_`; the suffix never does).
+pub fn permission_set_of_name(role_name: &str) -> Option<&str> {
+    let rest = role_name.strip_prefix(SSO_ROLE_PREFIX)?;
+    let (set, suffix) = rest.rsplit_once('_')?;
+    (!set.is_empty() && !suffix.is_empty()).then_some(set)
 }
 
 impl serde::Serialize for Source {
@@ -62,9 +102,19 @@ pub struct Principal {
     /// IAM's unique id (`AIDA…`), when IAM returned it.
     pub id: Option<String>,
     pub tags: Vec<(String, String)>,
+    /// A user's IAM groups (names), when IAM was asked (roles have none).
+    pub groups: Vec<String>,
 }
 
 impl Principal {
+    /// The permission set this role was made for by IAM Identity Center, if it is such a role.
+    pub fn permission_set(&self) -> Option<&str> {
+        if self.kind != PrincipalKind::Role || !self.path().starts_with(SSO_ROLE_PATH) {
+            return None;
+        }
+        permission_set_of_name(&self.name)
+    }
+
     /// The principal's path (`/` or `/team/…/`), from its ARN.
     pub fn path(&self) -> String {
         let resource = self.arn.splitn(6, ':').nth(5).unwrap_or_default();
@@ -221,50 +271,202 @@ pub fn user_name_of_arn(arn: &str) -> Option<&str> {
     parse_user_arn(arn).map(|(_, n)| n)
 }
 
-/// Grants for `cluster` from the given users.
-pub fn desired_for_cluster(users: &[Principal], settings: &Settings, cluster: &str) -> Desired {
-    let mut out = Desired::default();
-    for u in users {
-        let Some(value) = u.tag_value(&settings.tag_key) else {
-            continue;
-        };
+/// Account id, path (`/` or `/a/b/`) and role name from an IAM role ARN `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+pub fn parse_role_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_lit, partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let ok = arn_lit == "arn"
+        && partition.starts_with("aws")
+        && service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit());
+    let rest = resource.strip_prefix("role")?;
+    if !ok || !rest.starts_with('/') {
+        return None;
+    }
+    let cut = rest.rfind('/')?;
+    let (path, name) = (&rest[..=cut], &rest[cut + 1..]);
+    (!name.is_empty()).then_some((account, path, name))
+}
+
+/// The role-name segment of a role ARN (path or not).
+pub fn role_name_of_arn(arn: &str) -> Option<&str> {
+    parse_role_arn(arn).map(|(_, _, n)| n)
+}
+
+/// The kind and name an IAM user or role ARN names.
+pub fn principal_of_arn(arn: &str) -> Option<(PrincipalKind, &str)> {
+    user_name_of_arn(arn)
+        .map(|n| (PrincipalKind::User, n))
+        .or_else(|| role_name_of_arn(arn).map(|n| (PrincipalKind::Role, n)))
+}
+
+/// The ARN as `aws-auth` must hold it: a role's without its path (EKS matches a session on `role/NAME`,
+/// aws-iam-authenticator #268), a user's as IAM gives it.
+pub fn aws_auth_arn(arn: &str) -> std::borrow::Cow<'_, str> {
+    match parse_role_arn(arn) {
+        Some((_, path, name)) if path != "/" => {
+            let head = &arn[..arn.len() - path.len() - name.len() - "role".len()];
+            std::borrow::Cow::Owned(format!("{head}role/{name}"))
+        }
+        _ => std::borrow::Cow::Borrowed(arn),
+    }
+}
+
+/// Why a role is never an admin, whatever it carries: `None` when it may be one.
+fn never_admin(p: &Principal, settings: &Settings) -> Option<&'static str> {
+    if p.kind != PrincipalKind::Role {
+        return None;
+    }
+    if p.path().starts_with(SERVICE_LINKED_PATH) {
+        return Some("is a service-linked role");
+    }
+    if settings
+        .function_role
+        .as_deref()
+        .is_some_and(|f| f.eq_ignore_ascii_case(&p.name))
+    {
+        return Some("is this function's own role");
+    }
+    None
+}
+
+/// What makes `p` an admin on `cluster`, if anything: its tag first, then its permission set, then its
+/// first admin group. Notes say why a tag value was (partly) ignored.
+fn admin_source(
+    p: &Principal,
+    settings: &Settings,
+    cluster: &str,
+    notes: &mut Vec<String>,
+) -> Option<Source> {
+    let kind = match p.kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::Role => "role",
+    };
+    if let Some(value) = p.tag_value(&settings.tag_key) {
+        if let Some(why) = never_admin(p, settings) {
+            notes.push(format!(
+                "role {}: carries {} but {why}; never an admin",
+                p.name, settings.tag_key
+            ));
+            return None;
+        }
         let (clusters, note) = clusters_for_tag(value, settings);
         if let Some(n) = note {
-            out.notes.push(format!(
-                "user {}: tag {}={value:?} {n}",
-                u.name, settings.tag_key
+            notes.push(format!(
+                "{kind} {}: tag {}={value:?} {n}",
+                p.name, settings.tag_key
             ));
         }
-        if !clusters.contains(cluster) {
-            continue;
+        if clusters.contains(cluster) {
+            return Some(Source::Tag(settings.tag_key.clone()));
         }
-        let Some((account, arn_name)) = parse_user_arn(&u.arn) else {
-            out.notes.push(format!(
-                "user {}: IAM returned an ARN that is not a user ARN: {:?}; skipped",
-                u.name, u.arn
-            ));
+    }
+    if let Some(set) = p.permission_set()
+        && let Some(named) = settings
+            .permission_sets
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(set))
+    {
+        return Some(Source::PermissionSet(named.clone()));
+    }
+    if p.kind == PrincipalKind::User {
+        let group = settings
+            .iam_groups
+            .iter()
+            .find(|g| p.groups.iter().any(|m| m.eq_ignore_ascii_case(g)));
+        return group.map(|g| Source::IamGroup(g.clone()));
+    }
+    None
+}
+
+/// The grant of an admin principal, or a note saying why IAM's answer cannot be granted.
+fn grant_of_principal(p: &Principal, source: Source, settings: &Settings) -> Result<Grant, String> {
+    let (arn_name, username) = match p.kind {
+        PrincipalKind::User => {
+            let Some((account, name)) = parse_user_arn(&p.arn) else {
+                return Err(format!(
+                    "user {}: IAM returned an ARN that is not a user ARN: {:?}; skipped",
+                    p.name, p.arn
+                ));
+            };
+            (
+                name,
+                render_username(&settings.username_template, &p.name, account),
+            )
+        }
+        PrincipalKind::Role => {
+            let Some((account, _, name)) = parse_role_arn(&p.arn) else {
+                return Err(format!(
+                    "role {}: IAM returned an ARN that is not a role ARN: {:?}; skipped",
+                    p.name, p.arn
+                ));
+            };
+            let username = render_role_username(&settings.role_username_template, &p.name, account);
+            (name, username)
+        }
+    };
+    if !arn_name.eq_ignore_ascii_case(&p.name) {
+        return Err(format!(
+            "{}: ARN {} names another principal; skipped",
+            p.name, p.arn
+        ));
+    }
+    Ok(Grant {
+        arn: p.arn.clone(),
+        kind: p.kind,
+        source: Some(source),
+        username,
+        groups: settings.groups.clone(),
+        id: p.id.clone(),
+        policies: Vec::new(),
+    })
+}
+
+/// Grants for `cluster` from the given principals (ARNs as IAM gives them, paths included).
+pub fn desired_for_cluster(
+    principals: &[Principal],
+    settings: &Settings,
+    cluster: &str,
+) -> Desired {
+    let mut out = Desired::default();
+    for p in principals {
+        let Some(source) = admin_source(p, settings, cluster, &mut out.notes) else {
             continue;
         };
-        if !arn_name.eq_ignore_ascii_case(&u.name) {
-            out.notes.push(format!(
-                "user {}: ARN {} names another user; skipped",
-                u.name, u.arn
-            ));
-            continue;
+        match grant_of_principal(p, source, settings) {
+            Ok(g) => out.grants.push(g),
+            Err(note) => out.notes.push(note),
         }
-        out.grants.push(Grant {
-            arn: u.arn.clone(),
-            kind: u.kind,
-            source: Some(Source::Tag(settings.tag_key.clone())),
-            username: render_username(&settings.username_template, &u.name, account),
-            groups: settings.groups.clone(),
-            id: u.id.clone(),
-            policies: Vec::new(),
-        });
     }
     out.grants.sort();
     out.grants.dedup_by(|a, b| ArnKey(&a.arn) == ArnKey(&b.arn));
     out
+}
+
+/// The same grants as `aws-auth` holds them: role ARNs without their path.
+pub fn aws_auth_grants(desired: &Desired) -> Desired {
+    let mut grants: Vec<Grant> = desired
+        .grants
+        .iter()
+        .map(|g| Grant {
+            arn: aws_auth_arn(&g.arn).into_owned(),
+            ..g.clone()
+        })
+        .collect();
+    grants.sort_by(|a, b| ArnKey(&a.arn).cmp(&ArnKey(&b.arn)));
+    Desired {
+        grants,
+        notes: desired.notes.clone(),
+    }
 }
 
 /// Usernames EKS refuses in an access entry.
@@ -332,6 +534,7 @@ mod tests {
             arn: arn.into(),
             id: None,
             tags: vec![],
+            groups: vec![],
         };
         assert_eq!(p("arn:aws:iam::123456789012:user/a").path(), "/");
         assert_eq!(
@@ -355,6 +558,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            groups: vec![],
         }
     }
 
@@ -427,6 +631,7 @@ mod tests {
                 arn: "arn:aws:iam::123456789012:user/ops/dan".into(),
                 id: None,
                 tags: vec![("eks-cluster-admin".into(), "prod".into())],
+                groups: vec![],
             },
             Principal {
                 kind: PrincipalKind::User,
@@ -434,6 +639,7 @@ mod tests {
                 arn: "garbage".into(),
                 id: None,
                 tags: vec![("eks-cluster-admin".into(), "true".into())],
+                groups: vec![],
             },
         ];
         let prod = desired_for_cluster(&users, &s, "prod");
@@ -503,6 +709,148 @@ mod tests {
                 .iter()
                 .all(|g| g.policies.is_empty() && g.groups.len() == 2)
         );
+    }
+
+    fn role(name: &str, path: &str, tags: &[(&str, &str)]) -> Principal {
+        Principal {
+            kind: PrincipalKind::Role,
+            name: name.into(),
+            arn: format!("arn:aws:iam::123456789012:role{path}{name}"),
+            id: Some(format!("AROA{}", name.len())),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn role_arns_and_permission_set_names() {
+        let arn = "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Platform_Admin_0123456789abcdef";
+        assert_eq!(
+            parse_role_arn(arn),
+            Some((
+                "123456789012",
+                "/aws-reserved/sso.amazonaws.com/eu-west-1/",
+                "AWSReservedSSO_Platform_Admin_0123456789abcdef"
+            ))
+        );
+        assert_eq!(
+            aws_auth_arn(arn),
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_Platform_Admin_0123456789abcdef"
+        );
+        assert_eq!(
+            aws_auth_arn("arn:aws-cn:iam::123456789012:role/team/x"),
+            "arn:aws-cn:iam::123456789012:role/x"
+        );
+        let user = "arn:aws:iam::123456789012:user/team/x";
+        assert_eq!(aws_auth_arn(user), user, "a user's path stays");
+        assert_eq!(parse_role_arn("arn:aws:iam::123456789012:roles/x"), None);
+        assert_eq!(parse_role_arn("arn:aws:iam::123456789012:role/"), None);
+        assert_eq!(
+            principal_of_arn("arn:aws:iam::123456789012:role/a/b"),
+            Some((PrincipalKind::Role, "b"))
+        );
+        // Permission-set names may hold `_`: the suffix is after the last one.
+        assert_eq!(
+            permission_set_of_name("AWSReservedSSO_Platform_Admin_0123456789abcdef"),
+            Some("Platform_Admin")
+        );
+        assert_eq!(permission_set_of_name("AWSReservedSSO_Admin"), None);
+        assert_eq!(permission_set_of_name("AWSReservedSSO__abc"), None);
+        assert_eq!(permission_set_of_name("MyRole_Admin_1"), None);
+    }
+
+    #[test]
+    fn roles_permission_sets_and_groups_are_admins() {
+        let s = Settings::from_lookup(|k| match k {
+            "CLUSTER_NAMES" => Some("prod staging".into()),
+            "ADMIN_PERMISSION_SETS" => Some("Platform_Admin".into()),
+            "ADMIN_IAM_GROUPS" => Some("platform-admins".into()),
+            "FUNCTION_ROLE_ARN" => Some("arn:aws:iam::123456789012:role/fn/eks-admin-sync".into()),
+            _ => None,
+        })
+        .unwrap();
+        let sso = "/aws-reserved/sso.amazonaws.com/";
+        let mut dave = user("dave", &[]);
+        dave.groups = vec!["Platform-Admins".into()];
+        let mut erin = user("erin", &[]);
+        erin.groups = vec!["readers".into()];
+        let principals = vec![
+            role("team-admin", "/team/", &[("eks-cluster-admin", "prod")]),
+            role("AWSReservedSSO_Platform_Admin_0123456789abcdef", sso, &[]),
+            role("AWSReservedSSO_ReadOnly_0123456789abcdef", sso, &[]),
+            // The right name outside Identity Center's path is not Identity Center's role.
+            role("AWSReservedSSO_Platform_Admin_fake", "/", &[]),
+            role(
+                "AWSServiceRoleForAmazonEKS",
+                "/aws-service-role/eks.amazonaws.com/",
+                &[("eks-cluster-admin", "true")],
+            ),
+            role("eks-admin-sync", "/fn/", &[("eks-cluster-admin", "true")]),
+            dave,
+            erin,
+        ];
+        let prod = desired_for_cluster(&principals, &s, "prod");
+        let got: Vec<(&str, String, &str)> = prod
+            .grants
+            .iter()
+            .map(|g| {
+                (
+                    g.arn.as_str(),
+                    g.source.as_ref().unwrap().to_string(),
+                    g.username.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Platform_Admin_0123456789abcdef",
+                    "permission-set:Platform_Admin".to_string(),
+                    "AWSReservedSSO_Platform_Admin_0123456789abcdef:{{SessionName}}"
+                ),
+                (
+                    "arn:aws:iam::123456789012:role/team/team-admin",
+                    "tag:eks-cluster-admin".to_string(),
+                    "team-admin:{{SessionName}}"
+                ),
+                (
+                    "arn:aws:iam::123456789012:user/dave",
+                    "iam-group:platform-admins".to_string(),
+                    "dave"
+                ),
+            ]
+        );
+        assert!(
+            prod.grants
+                .iter()
+                .all(|g| g.id.is_some() || g.kind == PrincipalKind::User)
+        );
+        assert!(prod.notes.iter().any(|n| n.contains("service-linked")));
+        assert!(prod.notes.iter().any(|n| n.contains("own role")));
+        // The tagged role names prod only; the permission set and the group grant every cluster.
+        let staging = desired_for_cluster(&principals, &s, "staging");
+        assert_eq!(staging.grants.len(), 2);
+        // aws-auth holds the roles without their path, in its own order.
+        let aws = aws_auth_grants(&prod);
+        let arns: Vec<&str> = aws.grants.iter().map(|g| g.arn.as_str()).collect();
+        assert_eq!(
+            arns,
+            vec![
+                "arn:aws:iam::123456789012:role/AWSReservedSSO_Platform_Admin_0123456789abcdef",
+                "arn:aws:iam::123456789012:role/team-admin",
+                "arn:aws:iam::123456789012:user/dave",
+            ]
+        );
+        // What a source could have granted, for the guard.
+        let ps = Source::PermissionSet("platform_admin".into());
+        assert!(ps.could_grant(&aws.grants[0]));
+        assert!(!ps.could_grant(&aws.grants[1]));
+        assert!(Source::IamGroup("x".into()).could_grant(&aws.grants[2]));
+        assert!(!Source::IamGroup("x".into()).could_grant(&aws.grants[1]));
     }
 
     proptest::proptest! {

@@ -5,6 +5,10 @@
 //! - `no-tagged-principals` (full reconciles): no IAM principal carries the tag key at all while this
 //!   deployment owns entries. A typo in `ADMIN_TAG_KEY`, or a new key that users do not carry yet, looks
 //!   exactly like this. The removals are refused; adds and updates still go through.
+//! - `source-yields-nobody` (full reconciles): a named permission set has no role in the account, or a
+//!   named IAM group does not exist or is empty, while removals of principals it could have granted are
+//!   planned (a typo in `ADMIN_PERMISSION_SETS` or `ADMIN_IAM_GROUPS`). Those removals are refused, the
+//!   rest of the plan goes on (and still meets the cap).
 //! - `max-removals` (full reconciles): more removals on one cluster than `MAX_REMOVALS`. The removals are
 //!   refused; adds and updates still go through.
 //! - `record-tag-key` (every run): the cluster's ownership record was written under another tag key, so
@@ -13,7 +17,7 @@
 //!
 //! A single-user event is bounded by itself and is not capped. The override for one run is `force`.
 
-use crate::core::grants::Grant;
+use crate::core::grants::{Grant, Source};
 use crate::core::plan::{Change, ClusterState, Plan};
 use serde::Serialize;
 
@@ -21,6 +25,7 @@ use serde::Serialize;
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
     NoTaggedPrincipals,
+    SourceYieldsNobody,
     MaxRemovals,
     RecordTagKey,
 }
@@ -29,6 +34,7 @@ impl Rule {
     pub fn name(self) -> &'static str {
         match self {
             Rule::NoTaggedPrincipals => "no-tagged-principals",
+            Rule::SourceYieldsNobody => "source-yields-nobody",
             Rule::MaxRemovals => "max-removals",
             Rule::RecordTagKey => "record-tag-key",
         }
@@ -54,8 +60,9 @@ pub struct Guarded {
 pub struct Facts<'a> {
     /// A full reconcile (the rules on removals apply only to those).
     pub full: bool,
-    /// How many IAM principals carry the tag key at all, whatever its value.
-    pub tagged: usize,
+    /// The configured sources that yield no principal at all (the tag: nobody carries the key, whatever
+    /// its value; a permission set without a role; an absent or empty group).
+    pub empty: &'a [Source],
     pub max_removals: Option<usize>,
     pub force: bool,
     pub tag_key: &'a str,
@@ -101,7 +108,8 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
         return None;
     }
     let owns = state.owns_anything() || state.legacy.as_ref().is_some_and(|l| l.owns_anything());
-    let (rule, message) = if facts.tagged == 0 && owns {
+    let tag_empty = facts.empty.iter().any(|s| matches!(s, Source::Tag(_)));
+    let (rule, message, refuse): Verdict = if tag_empty && owns {
         (
             Rule::NoTaggedPrincipals,
             format!(
@@ -111,7 +119,10 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
                 facts.tag_key,
                 if removals == 1 { "y" } else { "ies" }
             ),
+            Box::new(|_| true),
         )
+    } else if let Some((rule, message, refuse)) = empty_source(plan, facts, removals) {
+        (rule, message, refuse)
     } else if let Some(max) = facts.max_removals
         && removals > max
     {
@@ -121,6 +132,7 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
                 "rule max-removals: {removals} removals exceed MAX_REMOVALS={max}; removals refused, adds and \
                  updates applied; raise MAX_REMOVALS (0: no cap) or, {OVERRIDE}"
             ),
+            Box::new(|_| true),
         )
     } else {
         return None;
@@ -134,28 +146,90 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
             message: format!("{message} (overridden by force)"),
         });
     }
+    let refused = refuse_removals(plan, &*refuse);
+    Some(Guarded {
+        rule,
+        count: removals,
+        forced: false,
+        refused,
+        message,
+    })
+}
+
+type Verdict<'a> = (Rule, String, Box<dyn Fn(&Grant) -> bool + 'a>);
+
+/// `source-yields-nobody`: the revocations a source that yields nobody could have granted. When the
+/// removals left over still exceed the cap, every removal is refused under this rule.
+fn empty_source<'a>(plan: &Plan, facts: &Facts<'a>, removals: usize) -> Option<Verdict<'a>> {
+    let empty: Vec<&'a Source> = facts
+        .empty
+        .iter()
+        .filter(|s| !matches!(s, Source::Tag(_)))
+        .collect();
+    let hit = |g: &Grant| empty.iter().any(|s| s.could_grant(g));
+    let revoking: Vec<&Grant> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Remove(g) if !plan.is_replacement(&g.arn) => Some(g),
+            _ => None,
+        })
+        .chain(plan.retire.iter().flat_map(|r| r.revocations()))
+        .collect();
+    let hits = revoking.iter().filter(|g| hit(g)).count();
+    if hits == 0 {
+        return None;
+    }
+    let names: Vec<String> = empty.iter().map(ToString::to_string).collect();
+    let left = removals - hits;
+    let over = facts.max_removals.is_some_and(|max| left > max);
+    let message = format!(
+        "rule source-yields-nobody: {} yield{} no principal at all (a permission set without a role in this \
+         account, or an IAM group that does not exist or is empty: a typo in ADMIN_PERMISSION_SETS or \
+         ADMIN_IAM_GROUPS looks like this), yet {hits} removal(s) of principals they could have granted are \
+         planned; those refused{}; {OVERRIDE}",
+        names.join(", "),
+        if names.len() == 1 { "s" } else { "" },
+        if over {
+            format!(
+                ", and the other {left} exceed MAX_REMOVALS={}: every removal refused",
+                facts.max_removals.unwrap_or_default()
+            )
+        } else {
+            ", the rest of the plan applied".into()
+        }
+    );
+    let refuse: Box<dyn Fn(&Grant) -> bool + 'a> = if over {
+        Box::new(|_| true)
+    } else {
+        Box::new(move |g| empty.iter().any(|s| s.could_grant(g)))
+    };
+    Some((Rule::SourceYieldsNobody, message, refuse))
+}
+
+/// Takes the removals `refuse` picks out of the plan (replacements stay whole) and out of the retired
+/// `aws-auth` mappings (moves stay); they stay owned, so the next run (or a forced one) sees them again.
+fn refuse_removals(plan: &mut Plan, refuse: &dyn Fn(&Grant) -> bool) -> Vec<Grant> {
     let mut refused = Vec::new();
     let replaced: Vec<String> = plan.replaced.iter().map(|r| r.arn.clone()).collect();
     plan.changes.retain(|c| match c {
         // A replacement stays whole: its old identity is gone, and its add alone would meet the old entry.
         Change::Remove(g) if replaced.iter().any(|a| a.eq_ignore_ascii_case(&g.arn)) => true,
-        Change::Remove(g) => {
+        Change::Remove(g) if refuse(g) => {
             refused.push(g.clone());
             false
         }
         _ => true,
     });
-    // Refused removals stay owned: the next run (or a forced one) sees them again.
     plan.owned_after
         .extend(refused.iter().map(|g| g.arn.clone()));
     plan.owned_after
         .sort_by(|a, b| crate::core::grants::ArnKey(a).cmp(&crate::core::grants::ArnKey(b)));
-    // Retired aws-auth mappings that would be revoked (not moved) are refused the same way.
     if let Some(r) = plan.retire.as_deref_mut() {
         let migrated = r.migrated.clone();
         let mut kept = Vec::new();
         r.plan.changes.retain(|c| match c {
-            Change::Remove(g) if !migrated.contains(&g.arn) => {
+            Change::Remove(g) if !migrated.contains(&g.arn) && refuse(g) => {
                 kept.push(g.clone());
                 false
             }
@@ -169,13 +243,7 @@ pub fn guard(plan: &mut Plan, state: &ClusterState, facts: &Facts) -> Option<Gua
             .sort_by(|a, b| crate::core::grants::ArnKey(a).cmp(&crate::core::grants::ArnKey(b)));
         refused.extend(kept);
     }
-    Some(Guarded {
-        rule,
-        count: removals,
-        forced: false,
-        refused,
-        message,
-    })
+    refused
 }
 
 fn refuse_all(plan: &mut Plan, rule: Rule, count: usize, force: bool, message: String) -> Guarded {
@@ -243,10 +311,11 @@ mod tests {
         want.push(grant(99));
         (plan(&state, &want, &Scope::All), state)
     }
+    const NO_TAG: &[Source] = &[Source::Tag(String::new())];
     fn facts(full: bool, tagged: usize, max: Option<usize>, force: bool) -> Facts<'static> {
         Facts {
             full,
-            tagged,
+            empty: if tagged == 0 { NO_TAG } else { &[] },
             max_removals: max,
             force,
             tag_key: "eks-cluster-admin",
@@ -265,6 +334,72 @@ mod tests {
         assert_eq!(p.changes.len(), 1, "the add still goes through");
         assert_eq!(p.owned_after.len(), 5, "refused removals stay owned");
         assert!(!p.hold);
+    }
+
+    #[test]
+    fn a_source_that_yields_nobody_keeps_what_it_could_have_granted() {
+        use crate::core::grants::PrincipalKind;
+        // Two owned users (u00, u01) and one owned permission-set role, none still granted.
+        let (_, mut st) = planned(2, 0);
+        let role = "arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0123456789abcdef";
+        st.entries.push(CurrentEntry {
+            arn: Some(role.into()),
+            username: Some("r".into()),
+            groups: vec!["system:masters".into()],
+            id: None,
+            owner: Owner::Us { marked: true },
+            policies: None,
+            held_by: None,
+        });
+        let sources = [Source::PermissionSet("Admin".into())];
+        let f = |max| Facts {
+            full: true,
+            empty: &sources,
+            max_removals: max,
+            force: false,
+            tag_key: "eks-cluster-admin",
+        };
+        let mut p = plan(&st, &[], &Scope::All);
+        assert_eq!(p.removals(), 3);
+        let g = guard(&mut p, &st, &f(None)).unwrap();
+        assert_eq!(g.rule, Rule::SourceYieldsNobody);
+        assert_eq!(g.refused.len(), 1);
+        assert_eq!(g.refused[0].kind, PrincipalKind::Role);
+        assert!(g.message.contains("permission-set:Admin"), "{}", g.message);
+        assert_eq!(p.removals(), 2, "the users' removals go on");
+        // An empty group keeps every user's removal, not the role's.
+        let groups = [Source::IamGroup("platfrom-admins".into())];
+        let mut p = plan(&st, &[], &Scope::All);
+        let g = guard(
+            &mut p,
+            &st,
+            &Facts {
+                empty: &groups,
+                ..f(None)
+            },
+        )
+        .unwrap();
+        assert_eq!(g.refused.len(), 2);
+        assert!(g.message.contains("iam-group:platfrom-admins"));
+        assert_eq!(p.removals(), 1);
+        // What is left still meets the cap: over it, every removal is refused under the same rule.
+        let mut p = plan(&st, &[], &Scope::All);
+        let g = guard(&mut p, &st, &f(Some(1))).unwrap();
+        assert_eq!((g.rule, g.refused.len()), (Rule::SourceYieldsNobody, 3));
+        assert!(g.message.contains("MAX_REMOVALS=1"));
+        // A scoped run is not guarded.
+        let mut p = plan(&st, &[], &Scope::All);
+        assert!(
+            guard(
+                &mut p,
+                &st,
+                &Facts {
+                    full: false,
+                    ..f(None)
+                }
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! holds into a [`ClusterState`] (entries, each with the owner the store worked out) and applies the
 //! [`Plan`] back in its own format. Plans speak of principals and grants, never of a store's rows.
 
-use crate::core::grants::{ArnKey, Grant, PrincipalKind, user_name_of_arn};
+use crate::core::event::Named;
+use crate::core::grants::{
+    ArnKey, Grant, PrincipalKind, aws_auth_arn, principal_of_arn, role_name_of_arn,
+};
 use crate::core::settings::AccessPolicy;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -62,6 +65,9 @@ pub struct ClusterState {
     /// On a cluster in `API_AND_CONFIG_MAP` mode served by access entries: its `aws-auth`, where this
     /// deployment's mappings are retired (migrated once the principal's entry is right, revoked otherwise).
     pub legacy: Option<Box<ClusterState>>,
+    /// Names of the roles the cluster's nodes sign in with (a node row in `mapRoles`, an `EC2_LINUX`,
+    /// `EC2_WINDOWS`, `FARGATE_LINUX`, `HYBRID_LINUX` or `EC2` entry): never made admins.
+    pub node_roles: Vec<String>,
 }
 
 impl ClusterState {
@@ -80,16 +86,24 @@ impl ClusterState {
 pub enum Scope {
     /// Every owned entry and every grant.
     All,
-    /// Only owned entries and grants of these IAM user names (case-insensitive, as IAM).
-    Users(Vec<String>),
+    /// Only owned entries and grants of these IAM users and roles (names case-insensitive, as IAM).
+    Named(Vec<Named>),
 }
 
 impl Scope {
+    /// A scope of these user names.
+    pub fn users(names: &[&str]) -> Self {
+        Scope::Named(names.iter().map(|n| Named::user(n)).collect())
+    }
+
     pub fn covers_arn(&self, arn: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Users(names) => user_name_of_arn(arn)
-                .is_some_and(|n| names.iter().any(|u| u.eq_ignore_ascii_case(n))),
+            Scope::Named(named) => principal_of_arn(arn).is_some_and(|(kind, name)| {
+                named
+                    .iter()
+                    .any(|n| n.kind == kind && n.name.eq_ignore_ascii_case(name))
+            }),
         }
     }
 }
@@ -125,6 +139,8 @@ pub enum SkipKind {
     Duplicate,
     /// Our record names it but the entry lacks our mark.
     Unclear,
+    /// The role signs the cluster's nodes in: never an admin.
+    NodeRole,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -164,9 +180,19 @@ pub struct Retirement {
     pub plan: Plan,
     /// ARNs whose removal is a move: the principal's access entry is (or is being made) right.
     pub migrated: Vec<String>,
+    /// For each move: the `aws-auth` ARN and the entry's ARN (a role's entry keeps its path).
+    pub entry_arns: Vec<(String, String)>,
 }
 
 impl Retirement {
+    /// The ARN of the access entry a migrated `aws-auth` mapping moves to.
+    pub fn entry_arn<'a>(&'a self, aws_auth_arn: &'a str) -> &'a str {
+        self.entry_arns
+            .iter()
+            .find(|(a, _)| a == aws_auth_arn)
+            .map_or(aws_auth_arn, |(_, e)| e.as_str())
+    }
+
     /// Removals that take a principal's access away (not moves).
     pub fn revocations(&self) -> impl Iterator<Item = &Grant> {
         self.plan.changes.iter().filter_map(|c| match c {
@@ -287,7 +313,27 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
         reason,
     };
 
+    let node_roles: HashSet<String> = state
+        .node_roles
+        .iter()
+        .chain(state.legacy.iter().flat_map(|l| &l.node_roles))
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     for (key, want) in &desired_by_key {
+        if want.kind == PrincipalKind::Role
+            && role_name_of_arn(&want.arn)
+                .is_some_and(|n| node_roles.contains(&n.to_ascii_lowercase()))
+        {
+            p.skipped.push(skip(
+                &want.arn,
+                SkipKind::NodeRole,
+                None,
+                "the cluster's nodes sign in with this role (a node entry or a node row in mapRoles): \
+                 never made an admin, whatever it carries"
+                    .into(),
+            ));
+            continue;
+        }
         match by_key.get(key).copied() {
             None => {
                 p.changes.push(Change::Add((*want).clone()));
@@ -410,25 +456,33 @@ pub fn retire(
     desired: &[Grant],
     scope: &Scope,
 ) -> Retirement {
-    let right: HashSet<ArnKey> = entries
+    // `aws-auth` holds a role's ARN without its path, an entry with it: compare them as `aws-auth` does.
+    let right: HashMap<String, &str> = entries
         .changes
         .iter()
         .filter_map(|c| match c {
-            Change::Add(g) | Change::Update { to: g, .. } => Some(ArnKey(&g.arn)),
+            Change::Add(g) | Change::Update { to: g, .. } => Some(g.arn.as_str()),
             Change::Remove(_) => None,
         })
-        .chain(entries.unchanged.iter().map(|a| ArnKey(a)))
+        .chain(entries.unchanged.iter().map(String::as_str))
+        .map(|a| (aws_auth_arn(a).to_ascii_lowercase(), a))
         .collect();
-    let granted: HashSet<ArnKey> = desired.iter().map(|g| ArnKey(&g.arn)).collect();
+    let granted: HashSet<String> = desired
+        .iter()
+        .map(|g| aws_auth_arn(&g.arn).to_ascii_lowercase())
+        .collect();
     let mut p = plan(legacy, &[], scope);
     let mut migrated = Vec::new();
+    let mut entry_arns = Vec::new();
     let mut kept = Vec::new();
     p.changes.retain(|c| {
         let arn = &c.grant().arn;
-        if right.contains(&ArnKey(arn)) {
+        let key = arn.to_ascii_lowercase();
+        if let Some(entry) = right.get(&key) {
             migrated.push(arn.clone());
+            entry_arns.push((arn.clone(), entry.to_string()));
             true
-        } else if granted.contains(&ArnKey(arn)) {
+        } else if granted.contains(&key) {
             kept.push(arn.clone());
             false
         } else {
@@ -437,7 +491,11 @@ pub fn retire(
     });
     p.owned_after.extend(kept);
     p.owned_after.sort_by(|a, b| ArnKey(a).cmp(&ArnKey(b)));
-    Retirement { plan: p, migrated }
+    Retirement {
+        plan: p,
+        migrated,
+        entry_arns,
+    }
 }
 
 #[cfg(test)]
@@ -620,7 +678,7 @@ mod tests {
                 name: "unclear entry without a record (an access entry that lost one mark) is reported, not forgotten",
                 state: state(vec![e(A, "alice", &[], Owner::Unclear)], &[]),
                 desired: vec![],
-                scope: Scope::Users(s(&["alice"])),
+                scope: Scope::users(&["alice"]),
                 changes: vec![],
                 unchanged: vec![],
                 skipped: vec![SkipKind::Unclear],
@@ -663,7 +721,7 @@ mod tests {
                     &[A, B],
                 ),
                 desired: vec![],
-                scope: Scope::Users(s(&["BOB"])),
+                scope: Scope::users(&["BOB"]),
                 changes: vec![Change::Remove(g(B, "bob"))],
                 unchanged: vec![],
                 skipped: vec![],
@@ -681,7 +739,7 @@ mod tests {
                     &["arn:aws:iam::123456789012:user/carol"],
                 ),
                 desired: vec![g(C, "carol")],
-                scope: Scope::Users(s(&["carol"])),
+                scope: Scope::users(&["carol"]),
                 changes: vec![
                     Change::Remove(g("arn:aws:iam::123456789012:user/carol", "carol")),
                     Change::Add(g(C, "carol")),
@@ -849,6 +907,39 @@ mod tests {
     }
 
     #[test]
+    fn a_role_moves_from_its_path_less_mapping_to_its_entry() {
+        let full = "arn:aws:iam::123456789012:role/team/ops";
+        let bare = "arn:aws:iam::123456789012:role/ops";
+        let want = Grant {
+            arn: full.into(),
+            kind: PrincipalKind::Role,
+            username: "ops:{{SessionName}}".into(),
+            ..Default::default()
+        };
+        let legacy = state(
+            vec![e(
+                bare,
+                "ops:{{SessionName}}",
+                MASTERS,
+                Owner::Us { marked: true },
+            )],
+            &[bare],
+        );
+        let entries = plan(
+            &ClusterState::default(),
+            std::slice::from_ref(&want),
+            &Scope::All,
+        );
+        let r = retire(&legacy, &entries, &[want], &Scope::All);
+        assert_eq!(r.migrated, vec![bare]);
+        assert_eq!(r.entry_arn(bare), full);
+        assert_eq!(r.revocations().count(), 0);
+        // A scoped run names the role; its mapping is in scope too.
+        assert!(Scope::Named(vec![Named::role("OPS")]).covers_arn(bare));
+        assert!(!Scope::Named(vec![Named::user("ops")]).covers_arn(bare));
+    }
+
+    #[test]
     fn retiring_aws_auth_mappings() {
         // aws-auth: alice, bob, carol ours; dave foreign. Entries: alice right, bob to be added, carol's
         // entry is someone else's (skipped); nobody wants dave or erin (ours).
@@ -888,7 +979,7 @@ mod tests {
         // Carol keeps her mapping (and it stays recorded) until her entry is ours.
         assert_eq!(r.plan.owned_after, s(&[C]));
         // Scoped to bob: only bob moves.
-        let r = retire(&legacy, &ep, &[g(B, "bob")], &Scope::Users(s(&["bob"])));
+        let r = retire(&legacy, &ep, &[g(B, "bob")], &Scope::users(&["bob"]));
         assert_eq!(r.migrated, s(&[B]));
         assert_eq!(r.plan.changes, vec![Change::Remove(g(B, "bob"))]);
     }
@@ -921,7 +1012,7 @@ mod tests {
             };
             let scope = match scoped {
                 None => Scope::All,
-                Some(i) => Scope::Users(vec![names[i].to_string()]),
+                Some(i) => Scope::users(&[names[i]]),
             };
             let want: Vec<Grant> = desired
                 .iter()

@@ -14,15 +14,23 @@ pub struct IamError {
     pub message: String,
 }
 
-/// Reads IAM users. A failed read is an error, never an empty list.
+/// Reads IAM users and roles. A failed read is an error, never an empty list.
 pub trait IamSource: Sync {
-    /// One user with its ARN, id and tags; `Ok(None)` only when IAM says the user does not exist.
+    /// One user with its ARN, id and tags (and its group names when `groups`: one more call);
+    /// `Ok(None)` only when IAM says the user does not exist.
     fn get_user(
         &self,
         name: &str,
+        groups: bool,
     ) -> impl Future<Output = Result<Option<Principal>, IamError>> + Send;
-    /// Every user with tags, in as few calls as IAM allows.
-    fn list_users(&self) -> impl Future<Output = Result<Vec<Principal>, IamError>> + Send;
+    /// One role with its ARN (path included), id and tags; `Ok(None)` only when IAM says it does not exist.
+    fn get_role(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Principal>, IamError>> + Send;
+    /// Every user (with tags and group names) and every role (with tags and path), in as few calls as
+    /// IAM allows.
+    fn list_principals(&self) -> impl Future<Output = Result<Vec<Principal>, IamError>> + Send;
 }
 
 /// A plan with the guard's verdict on it: what a store is asked to apply.
@@ -99,9 +107,9 @@ pub struct Target {
     pub full: bool,
     /// A scoped run: the ARNs IAM gave for its users (tagged or not).
     pub arns: Vec<String>,
-    /// A scoped run: user names IAM no longer knows (deleted or renamed), and every name of an
+    /// A scoped run: users and roles IAM no longer knows (deleted or renamed), and every name of an
     /// `UpdateUser` event (a path change moves the ARN): found by name among the store's entries.
-    pub unresolved: Vec<String>,
+    pub unresolved: Vec<crate::core::event::Named>,
 }
 
 /// Where a cluster's grants live (`aws-auth`, access entries). Each store keeps its own optimistic

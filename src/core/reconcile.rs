@@ -4,9 +4,10 @@
 //! store's format.
 
 use crate::core::audit::{self, AuditRecord, Counts};
-use crate::core::event::{self, Action, EventError, Intent, Trigger};
+use crate::core::event::{self, Action, EventError, Intent, Named, Trigger};
 use crate::core::grants::{
-    ArnKey, Desired, Grant, Principal, access_entry_grants, desired_for_cluster,
+    ArnKey, Desired, Grant, Principal, PrincipalKind, Source, access_entry_grants, aws_auth_grants,
+    desired_for_cluster,
 };
 use crate::core::guard::{Facts, Guarded, guard};
 use crate::core::plan::{
@@ -188,7 +189,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             return Ok(report);
         };
         // Phase 2: grants, once per invocation.
-        let grants = self.grants(&facts.users, &mut report);
+        let grants = self.grants(&facts.principals, &mut report);
         let budget = Budget::new(&self.settings, clock);
         // Phase 3: read and plan every cluster, concurrently; the guard sees every plan.
         let phases = self.read_and_plan(&facts, &grants, &budget).await;
@@ -205,15 +206,15 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         self.finish(report, outcomes, &intent.trigger, clock)
     }
 
-    /// Who IAM says is what: all users (a full reconcile) or the named ones, and what the stores must read.
-    /// `None`: the event is ignored (the report says why).
+    /// Who IAM says is what: every principal (a full reconcile) or the named ones, and what the stores must
+    /// read. `None`: the event is ignored (the report says why).
     async fn iam_facts(
         &self,
         intent: &Intent,
         report: &mut Report,
     ) -> Result<Option<IamFacts>, ReconcileError> {
         let mut target = Target::default();
-        let (users, scope) = match &intent.action {
+        let (principals, scope) = match &intent.action {
             Action::Ignore(reason) => {
                 tracing::info!(%reason, "event ignored");
                 report.intent = "ignore".into();
@@ -221,74 +222,112 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 return Ok(None);
             }
             Action::ReconcileAll => {
-                let users = self.iam.list_users().await?;
-                tracing::info!(users = users.len(), "read all IAM users");
+                let principals = self.iam.list_principals().await?;
+                tracing::info!(
+                    principals = principals.len(),
+                    "read all IAM users and roles"
+                );
                 target.full = true;
-                report.intent = "reconcile all users".into();
-                (users, Scope::All)
+                report.intent = "reconcile all principals".into();
+                (principals, Scope::All)
             }
-            Action::ReconcileUsers(names) => {
-                let users = self.named_users(names, &mut target).await?;
+            Action::ReconcileNamed(named) => {
+                let principals = self.named(named, &mut target).await?;
                 // A path change or rename leaves the old entry under an ARN IAM no longer gives: look for
                 // the names among the entries too.
                 if intent.trigger.event_name.as_deref() == Some("UpdateUser") {
-                    for n in names {
+                    for n in named {
                         if !target.unresolved.contains(n) {
                             target.unresolved.push(n.clone());
                         }
                     }
                 }
-                report.intent = format!("reconcile user(s) {}", names.join(", "));
-                (users, Scope::Users(names.clone()))
+                let names: Vec<String> = named.iter().map(ToString::to_string).collect();
+                report.intent = format!("reconcile {}", names.join(", "));
+                (principals, Scope::Named(named.clone()))
             }
         };
-        let tagged = users
-            .iter()
-            .filter(|u| u.tag_value(&self.settings.tag_key).is_some())
-            .count();
+        let empty = if target.full {
+            self.empty_sources(&principals)
+        } else {
+            Vec::new()
+        };
         Ok(Some(IamFacts {
-            users,
+            principals,
             scope,
             target,
-            tagged,
+            empty,
             force: intent.force,
         }))
     }
 
-    /// The named users as IAM has them; a user IAM does not know is looked for among the entries by name.
-    async fn named_users(
+    /// The configured sources that yield no principal at all: nobody carries the tag key (whatever its
+    /// value), a permission set has no role in the account, a group does not exist or has no member.
+    fn empty_sources(&self, principals: &[Principal]) -> Vec<Source> {
+        let s = &self.settings;
+        let mut empty = Vec::new();
+        if !principals.iter().any(|p| p.tag_value(&s.tag_key).is_some()) {
+            empty.push(Source::Tag(s.tag_key.clone()));
+        }
+        for set in &s.permission_sets {
+            if !principals.iter().any(|p| {
+                p.permission_set()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(set))
+            }) {
+                empty.push(Source::PermissionSet(set.clone()));
+            }
+        }
+        for g in &s.iam_groups {
+            if !principals
+                .iter()
+                .any(|p| p.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
+            {
+                empty.push(Source::IamGroup(g.clone()));
+            }
+        }
+        empty
+    }
+
+    /// The named principals as IAM has them; one IAM does not know is looked for among the entries by name.
+    async fn named(
         &self,
-        names: &[String],
+        named: &[Named],
         target: &mut Target,
     ) -> Result<Vec<Principal>, ReconcileError> {
-        let mut users = Vec::new();
-        for name in names {
-            match self.iam.get_user(name).await? {
-                Some(u) => {
-                    target.arns.push(u.arn.clone());
-                    users.push(u)
+        let groups = !self.settings.iam_groups.is_empty();
+        let mut principals = Vec::new();
+        for n in named {
+            let found = match n.kind {
+                PrincipalKind::User => self.iam.get_user(&n.name, groups).await?,
+                PrincipalKind::Role => self.iam.get_role(&n.name).await?,
+            };
+            match found {
+                Some(p) => {
+                    target.arns.push(p.arn.clone());
+                    principals.push(p)
                 }
                 None => {
-                    target.unresolved.push(name.clone());
-                    tracing::info!(user = %name, "IAM user does not exist; its owned entries will be removed")
+                    target.unresolved.push(n.clone());
+                    tracing::info!(principal = %n, "not in IAM; its owned entries will be removed")
                 }
             }
         }
-        Ok(users)
+        Ok(principals)
     }
 
     /// The grants of every managed cluster, in both shapes (a store's cluster state says which it holds).
-    fn grants(&self, users: &[Principal], report: &mut Report) -> Grants {
+    fn grants(&self, principals: &[Principal], report: &mut Report) -> Grants {
         let s = &self.settings;
-        let groups: Vec<Desired> = s
+        let desired: Vec<Desired> = s
             .clusters
             .iter()
-            .map(|c| desired_for_cluster(users, s, c))
+            .map(|c| desired_for_cluster(principals, s, c))
             .collect();
-        let policies = groups.iter().map(|d| access_entry_grants(d, s)).collect();
+        let policies = desired.iter().map(|d| access_entry_grants(d, s)).collect();
+        let groups: Vec<Desired> = desired.iter().map(aws_auth_grants).collect();
         for n in groups.iter().flat_map(|d| &d.notes) {
             if !report.notes.contains(n) {
-                tracing::warn!(note = %n, "tag value partly or wholly ignored");
+                tracing::warn!(note = %n, "admin source partly or wholly ignored");
                 report.notes.push(n.clone());
             }
         }
@@ -483,19 +522,19 @@ struct Run<'a> {
 
 /// What IAM said, for the whole invocation.
 struct IamFacts {
-    users: Vec<Principal>,
+    principals: Vec<Principal>,
     scope: Scope,
     target: Target,
-    /// How many IAM principals carry the tag key at all, whatever its value.
-    tagged: usize,
+    /// On a full reconcile: the configured sources that yield no principal at all.
+    empty: Vec<Source>,
     force: bool,
 }
 
 impl IamFacts {
-    fn guard<'a>(&self, s: &'a Settings) -> Facts<'a> {
+    fn guard<'a>(&'a self, s: &'a Settings) -> Facts<'a> {
         Facts {
             full: self.scope == Scope::All,
-            tagged: self.tagged,
+            empty: &self.empty,
             max_removals: s.max_removals,
             force: self.force,
             tag_key: &s.tag_key,
@@ -767,16 +806,33 @@ mod tests {
     }
 
     impl IamSource for FakeIam {
-        async fn get_user(&self, name: &str) -> Result<Option<Principal>, IamError> {
+        async fn get_user(&self, name: &str, _: bool) -> Result<Option<Principal>, IamError> {
             if self.fail {
                 return Err(IamError {
                     op: "GetUser",
                     message: "throttled".into(),
                 });
             }
-            Ok(self.users.iter().find(|u| u.name == name).cloned())
+            Ok(self
+                .users
+                .iter()
+                .find(|u| u.name == name && u.kind == PrincipalKind::User)
+                .cloned())
         }
-        async fn list_users(&self) -> Result<Vec<Principal>, IamError> {
+        async fn get_role(&self, name: &str) -> Result<Option<Principal>, IamError> {
+            if self.fail {
+                return Err(IamError {
+                    op: "GetRole",
+                    message: "throttled".into(),
+                });
+            }
+            Ok(self
+                .users
+                .iter()
+                .find(|u| u.name == name && u.kind == PrincipalKind::Role)
+                .cloned())
+        }
+        async fn list_principals(&self) -> Result<Vec<Principal>, IamError> {
             if self.fail {
                 return Err(IamError {
                     op: "GetAccountAuthorizationDetails",
@@ -889,6 +945,7 @@ mod tests {
             arn: format!("arn:aws:iam::123456789012:user/{name}"),
             id: None,
             tags: vec![("eks-cluster-admin".into(), value.into())],
+            groups: vec![],
         }
     }
 

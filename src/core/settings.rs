@@ -11,6 +11,10 @@ pub const DEFAULT_TAG_KEY: &str = "eks-cluster-admin";
 pub const DEFAULT_GROUPS: &str = "system:masters";
 /// Username written into `mapUsers`, unless `USERNAME_TEMPLATE` says otherwise.
 pub const DEFAULT_USERNAME_TEMPLATE: &str = "{{UserName}}";
+/// Username of a role's grant, unless `USERNAME_TEMPLATE_ROLE` says otherwise: the role and the person
+/// behind the session (EKS expands `{{SessionName}}` at authentication time; pin it in the role's trust
+/// policy so that it names a person, see the README).
+pub const DEFAULT_USERNAME_TEMPLATE_ROLE: &str = "{{RoleName}}:{{SessionName}}";
 
 /// Removals one full reconcile may make on one cluster before the guard refuses them, unless
 /// `MAX_REMOVALS` says otherwise (`0`: no cap).
@@ -57,6 +61,13 @@ pub struct AccessPolicy {
 
 /// Placeholders a username template may contain.
 const TEMPLATE_PLACEHOLDERS: [&str; 2] = ["{{UserName}}", "{{AccountID}}"];
+/// What a role's username may hold: ours, and the session placeholders EKS expands when the role signs in.
+const ROLE_TEMPLATE_PLACEHOLDERS: [&str; 4] = [
+    "{{RoleName}}",
+    "{{AccountID}}",
+    "{{SessionName}}",
+    "{{SessionNameRaw}}",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -92,6 +103,15 @@ pub struct Settings {
     pub access_store: AccessStore,
     /// The access policies an access-entry grant gets (sorted, no duplicates).
     pub access_policies: Vec<AccessPolicy>,
+    /// Username template of a role's grant (`{{RoleName}}`, `{{AccountID}}` expanded here; `{{SessionName}}`,
+    /// `{{SessionNameRaw}}` by EKS).
+    pub role_username_template: String,
+    /// IAM Identity Center permission sets whose roles are admins (`ADMIN_PERMISSION_SETS`).
+    pub permission_sets: Vec<String>,
+    /// IAM groups whose members are admins (`ADMIN_IAM_GROUPS`).
+    pub iam_groups: Vec<String>,
+    /// The function's own role name (from `FUNCTION_ROLE_ARN`): never an admin, whatever it carries.
+    pub function_role: Option<String>,
 }
 
 impl Settings {
@@ -143,7 +163,43 @@ impl Settings {
 
         let username_template = non_empty(&get, "USERNAME_TEMPLATE")
             .unwrap_or_else(|| DEFAULT_USERNAME_TEMPLATE.into());
-        check_template(&username_template)?;
+        check_template(
+            "USERNAME_TEMPLATE",
+            &username_template,
+            &TEMPLATE_PLACEHOLDERS,
+        )?;
+        let role_username_template = non_empty(&get, "USERNAME_TEMPLATE_ROLE")
+            .unwrap_or_else(|| DEFAULT_USERNAME_TEMPLATE_ROLE.into());
+        check_template(
+            "USERNAME_TEMPLATE_ROLE",
+            &role_username_template,
+            &ROLE_TEMPLATE_PLACEHOLDERS,
+        )?;
+        let permission_sets = names(
+            &get,
+            "ADMIN_PERMISSION_SETS",
+            32,
+            "a permission-set name has 1-32 letters, digits or +=,.@_-",
+        )?;
+        let iam_groups = names(
+            &get,
+            "ADMIN_IAM_GROUPS",
+            128,
+            "an IAM group name has 1-128 letters, digits or +=,.@_-",
+        )?;
+        let function_role = match non_empty(&get, "FUNCTION_ROLE_ARN") {
+            None => None,
+            Some(arn) => Some(
+                crate::core::grants::role_name_of_arn(&arn)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        var: "FUNCTION_ROLE_ARN",
+                        value: arn.clone(),
+                        reason: "expected an IAM role ARN (arn:aws:iam::ACCOUNT:role/PATH/NAME)"
+                            .into(),
+                    })?
+                    .to_string(),
+            ),
+        };
 
         let dry_run = match non_empty(&get, "DRY_RUN") {
             None => false,
@@ -220,6 +276,10 @@ impl Settings {
             max_removals,
             cluster_timeout,
             deployment_id,
+            role_username_template,
+            permission_sets,
+            iam_groups,
+            function_role,
         })
     }
 
@@ -333,38 +393,73 @@ pub fn valid_cluster_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn check_template(t: &str) -> Result<(), ConfigError> {
+/// IAM names (`[\w+=,.@-]`), space-separated, duplicates removed.
+fn names(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    max: usize,
+    reason: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for n in non_empty(get, var).unwrap_or_default().split_whitespace() {
+        let ok = n.len() <= max
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+        if !ok {
+            return Err(ConfigError::Invalid {
+                var,
+                value: n.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn check_template(var: &'static str, t: &str, placeholders: &[&str]) -> Result<(), ConfigError> {
     // Every `{{...}}` must be one we expand; anything else would end up in the username verbatim,
     // or be expanded by EKS itself at authentication time (e.g. `{{SessionName}}`), which is not meant here.
     let mut rest = t;
     while let Some(start) = rest.find("{{") {
         let after = &rest[start..];
         let Some(end) = after.find("}}") else {
-            return Err(invalid_template(t, "unclosed '{{'"));
+            return Err(invalid_template(var, t, "unclosed '{{'"));
         };
         let placeholder = &after[..end + 2];
-        if !TEMPLATE_PLACEHOLDERS.contains(&placeholder) {
+        if !placeholders.contains(&placeholder) {
             return Err(invalid_template(
+                var,
                 t,
                 &format!(
-                    "unknown placeholder {placeholder}; use {{{{UserName}}}} or {{{{AccountID}}}}"
+                    "unknown placeholder {placeholder}; use {}",
+                    placeholders.join(" or ")
                 ),
             ));
         }
         rest = &after[end + 2..];
     }
     if t.chars().any(char::is_whitespace) {
-        return Err(invalid_template(t, "a username cannot contain spaces"));
+        return Err(invalid_template(var, t, "a username cannot contain spaces"));
     }
     Ok(())
 }
 
-fn invalid_template(t: &str, reason: &str) -> ConfigError {
+fn invalid_template(var: &'static str, t: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
-        var: "USERNAME_TEMPLATE",
+        var,
         value: t.to_string(),
         reason: reason.to_string(),
     }
+}
+
+/// Expands a role's username template (the session placeholders are left for EKS).
+pub fn render_role_username(template: &str, role_name: &str, account_id: &str) -> String {
+    template
+        .replace("{{RoleName}}", role_name)
+        .replace("{{AccountID}}", account_id)
 }
 
 /// Expands a username template for one user.

@@ -238,14 +238,30 @@ impl Stores {
         let Some(retire) = applied.decided.plan.retire.as_deref_mut() else {
             return Ok(());
         };
-        let moving: Vec<String> = retire
+        // The entry a mapping moves to is confirmed under its own ARN (a role's keeps its path).
+        let moving: Vec<(String, String)> = retire
             .plan
             .changes
             .iter()
             .map(|c| c.grant().arn.clone())
             .filter(|a| retire.migrated.contains(a))
+            .map(|a| {
+                let entry = retire.entry_arn(&a).to_string();
+                (a, entry)
+            })
             .collect();
-        let (confirmed, unconfirmed) = self.confirmed(cluster, moving, landed).await;
+        let (entries_ok, unconfirmed) = self
+            .confirmed(
+                cluster,
+                moving.iter().map(|(_, e)| e.clone()).collect(),
+                landed,
+            )
+            .await;
+        let confirmed: HashSet<String> = moving
+            .iter()
+            .filter(|(_, e)| entries_ok.contains(&e.to_ascii_lowercase()))
+            .map(|(a, _)| a.to_ascii_lowercase())
+            .collect();
         hold_unconfirmed(retire, &confirmed);
         // After a conflict on aws-auth, the re-plan sees the new aws-auth; a move is still done only for a
         // principal confirmed above (a mapping that appeared since waits for the next run).
@@ -439,6 +455,7 @@ mod tests {
                 ..Default::default()
             },
             migrated: vec![arn("alice"), arn("bob")],
+            ..Default::default()
         };
         let confirmed: HashSet<String> = [arn("ALICE").to_ascii_lowercase()].into();
         hold_unconfirmed(&mut r, &confirmed);

@@ -17,7 +17,7 @@
 pub mod calls;
 pub mod model;
 
-use crate::core::grants::{Grant, user_name_of_arn};
+use crate::core::grants::{Grant, principal_of_arn, role_name_of_arn};
 use crate::core::plan::{Change, ClusterState, CurrentEntry, GrantForm, Owner, Plan};
 use crate::core::ports::{Applied, Decided, Landed, Target};
 use crate::core::settings::AccessPolicy;
@@ -90,22 +90,25 @@ async fn principals_of(
     target: &Target,
 ) -> Result<Vec<String>, AccessEntriesError> {
     let mut principals: Vec<String> = if target.full {
-        // Only IAM users are ever granted: role entries (nodes, Fargate, people's roles) are not ours and
-        // need no describe.
+        // Every user and role entry: ours are found among them by their marks, node entries by their type.
         calls
             .list()
             .await?
             .into_iter()
-            .filter(|a| user_name_of_arn(a).is_some())
+            .filter(|a| principal_of_arn(a).is_some())
             .collect()
     } else {
         target.arns.clone()
     };
     if !target.full && !target.unresolved.is_empty() {
-        // A user IAM no longer knows: its ARN (path included) is only found among the entries.
+        // A principal IAM no longer knows: its ARN (path included) is only found among the entries.
         principals.extend(calls.list().await?.into_iter().filter(|a| {
-            user_name_of_arn(a)
-                .is_some_and(|n| target.unresolved.iter().any(|u| u.eq_ignore_ascii_case(n)))
+            principal_of_arn(a).is_some_and(|(kind, name)| {
+                target
+                    .unresolved
+                    .iter()
+                    .any(|u| u.kind == kind && u.name.eq_ignore_ascii_case(name))
+            })
         }));
     }
     let mut seen = HashSet::new();
@@ -149,9 +152,9 @@ fn follows_add(g: &Grant, adds: &[&Grant]) -> bool {
         !a.arn.eq_ignore_ascii_case(&g.arn)
             && match (&a.id, &g.id) {
                 (Some(x), Some(y)) => x == y,
-                _ => user_name_of_arn(&a.arn)
-                    .zip(user_name_of_arn(&g.arn))
-                    .is_some_and(|(x, y)| x.eq_ignore_ascii_case(y)),
+                _ => principal_of_arn(&a.arn)
+                    .zip(principal_of_arn(&g.arn))
+                    .is_some_and(|((k, x), (l, y))| k == l && x.eq_ignore_ascii_case(y)),
             }
     })
 }
@@ -186,9 +189,16 @@ impl AccessEntryStore {
                 .await;
         let mut entries = Vec::new();
         let mut known = HashMap::new();
+        let mut node_roles = Vec::new();
         for r in read {
             if let Some((e, k)) = r? {
-                known.insert(e.arn.clone().unwrap_or_default(), k);
+                let arn = e.arn.clone().unwrap_or_default();
+                if k.node
+                    && let Some(name) = role_name_of_arn(&arn)
+                {
+                    node_roles.push(name.to_string());
+                }
+                known.insert(arn, k);
                 entries.push(e);
             }
         }
@@ -198,6 +208,7 @@ impl AccessEntryStore {
             record_tag_key: record_tag_key(&self.marks, &known),
             form: GrantForm::AccessPolicies,
             legacy: None,
+            node_roles,
         };
         Ok((
             state,

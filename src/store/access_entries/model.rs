@@ -20,6 +20,14 @@ use std::collections::HashMap;
 pub const MARK_TAG: &str = "eks-admin-sync";
 /// The IAM user id the entry was granted to.
 pub const USER_ID_TAG: &str = "eks-admin-sync-user-id";
+/// Entry types nodes sign in with (EKS user guide, "Create access entries": the types besides `STANDARD`).
+pub const NODE_ENTRY_TYPES: [&str; 5] = [
+    "EC2_LINUX",
+    "EC2_WINDOWS",
+    "FARGATE_LINUX",
+    "HYBRID_LINUX",
+    "EC2",
+];
 /// The admin tag key the entry was granted under.
 pub const TAG_KEY_TAG: &str = "eks-admin-sync-tag-key";
 /// The second mark: the Kubernetes group `eks-admin-sync:<DEPLOYMENT_ID>` on the entry.
@@ -36,6 +44,8 @@ pub struct Marks {
 #[derive(Debug, Clone)]
 pub struct Known {
     pub entry_arn: String,
+    /// Whether it is a node entry (`EC2_LINUX`, `EC2_WINDOWS`, `FARGATE_LINUX`, `HYBRID_LINUX`, `EC2`).
+    pub node: bool,
     pub tags: HashMap<String, String>,
     pub policies: Option<Vec<AccessPolicy>>,
 }
@@ -110,6 +120,7 @@ impl Marks {
         };
         let known = Known {
             entry_arn: e.access_entry_arn().unwrap_or_default().to_string(),
+            node: e.r#type().is_some_and(|t| NODE_ENTRY_TYPES.contains(&t)),
             tags,
             policies: None,
         };

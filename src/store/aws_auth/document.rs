@@ -3,13 +3,17 @@
 //! Rules (mirroring how aws-iam-authenticator reads the ConfigMap):
 //! - `mapUsers`, `mapRoles`, `mapAccounts` are YAML (or JSON) lists; keys inside entries are
 //!   case-insensitive; unknown fields are kept.
-//! - Only `mapUsers` is ever rewritten, and only when an owned entry changes. In the usual YAML shape (see
-//!   [`crate::fastyaml`]) the text is spliced: every entry we do not change, and every comment and blank
-//!   line, stays byte for byte; changed entries are rewritten in place and new ones appended. Any other
-//!   `mapUsers` (JSON, or YAML the fast reader declines) is re-rendered in its format: foreign entries keep
+//! - Users are granted in `mapUsers` (`userarn`, the ARN as IAM gives it), roles in `mapRoles` (`rolearn`
+//!   **without** the role's path: EKS matches a session on `role/NAME`). A list is rewritten only when an
+//!   owned entry in it changes. In the usual YAML shape (see [`crate::fastyaml`]) the text is spliced: every
+//!   entry we do not change (node roles, their `{{EC2PrivateDNSName}}` templates), and every comment and
+//!   blank line, stays byte for byte; changed entries are rewritten in place and new ones appended. Any
+//!   other list (JSON, or YAML the fast reader declines) is re-rendered in its format: foreign entries keep
 //!   their position, key spelling, key order, unknown fields and values, but YAML comments are lost.
-//! - `mapRoles`, `mapAccounts` and every other key are never touched (they are parsed only to refuse
-//!   working on a document EKS cannot read fully).
+//! - `mapAccounts` and every other key are never touched (parsed only to refuse working on a document EKS
+//!   cannot read fully).
+//! - Node rows of `mapRoles` (username `system:node:…` or group `system:nodes`) name the roles nodes sign in
+//!   with: those roles are never made admins.
 //! - Ownership is kept twice, so that losing either one never makes revocation silent:
 //!   - every entry this deployment writes carries the field `eks-admin-sync: <DEPLOYMENT_ID>` (EKS ignores
 //!     unknown fields), so `kubectl replace` or a GitOps tool dropping the annotation changes nothing;
@@ -19,7 +23,7 @@
 //! - An entry whose mark names another value is someone else's (another deployment, or a person who took
 //!   it over). An entry the record names but that lacks our mark is unclear and left alone.
 
-use crate::core::grants::{ArnKey, Grant};
+use crate::core::grants::{ArnKey, Grant, PrincipalKind, role_name_of_arn};
 use crate::core::plan::{Change, ClusterState, CurrentEntry, Owner, Plan};
 use crate::store::aws_auth::{fastyaml, yaml};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -33,9 +37,11 @@ pub const NAME: &str = "aws-auth";
 pub const OWNED_ANNOTATION: &str = "eks-admin-sync/owned-user-arns";
 /// The field that marks an entry as one deployment's: its value is the `DEPLOYMENT_ID`.
 pub const MARK_FIELD: &str = "eks-admin-sync";
-/// The field holding the IAM user id an entry was granted to (EKS ignores it; it matches by ARN).
+/// The field holding the IAM user or role id an entry was granted to (EKS ignores it; it matches by ARN).
+/// The name is the first version's, kept so its entries still read.
 pub const ID_FIELD: &str = "eks-admin-sync-user-id";
 pub const MAP_USERS: &str = "mapUsers";
+pub const MAP_ROLES: &str = "mapRoles";
 const LIST_KEYS: [&str; 3] = ["mapUsers", "mapRoles", "mapAccounts"];
 /// The API server's limit on a ConfigMap's data (data + binaryData).
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
@@ -152,16 +158,47 @@ fn parse_record(annotation: &str, text: &str) -> Result<Record, AwsAuthError> {
 /// The parts of `aws-auth` this function reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsAuth {
-    /// `mapUsers` as the planner sees it (entries in document order, owners worked out) and the record.
+    /// `mapUsers` then `mapRoles` as the planner sees them (entries in document order, owners worked out)
+    /// and the record.
     state: ClusterState,
-    /// `mapUsers` as it is written, to write it back.
-    users: Users,
+    /// `mapUsers` and `mapRoles` as they are written, to write them back.
+    lists: [List; 2],
     record: Record,
     me: Deployment,
 }
 
+/// One list we write (`mapUsers` or `mapRoles`): its text or values, and which of the state's entries
+/// are its own.
 #[derive(Debug, Clone, PartialEq)]
-enum Users {
+struct List {
+    key: &'static str,
+    body: Body,
+    entries: Range<usize>,
+}
+
+impl List {
+    fn kind(&self) -> PrincipalKind {
+        if self.key == MAP_ROLES {
+            PrincipalKind::Role
+        } else {
+            PrincipalKind::User
+        }
+    }
+
+    fn arn_field(&self) -> &'static str {
+        arn_field(self.kind())
+    }
+}
+
+fn arn_field(kind: PrincipalKind) -> &'static str {
+    match kind {
+        PrincipalKind::User => "userarn",
+        PrincipalKind::Role => "rolearn",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
     /// Read by the fast reader: the text and each entry's byte range in it.
     Text {
         text: String,
@@ -175,12 +212,20 @@ enum Users {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Update {
     pub map_users: Option<String>,
+    pub map_roles: Option<String>,
     pub owned_annotation: Option<String>,
 }
 
 impl Update {
     pub fn is_empty(&self) -> bool {
-        self.map_users.is_none() && self.owned_annotation.is_none()
+        self.map_users.is_none() && self.map_roles.is_none() && self.owned_annotation.is_none()
+    }
+
+    /// The data keys to write, with their new text.
+    pub fn data(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        [(MAP_USERS, &self.map_users), (MAP_ROLES, &self.map_roles)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     }
 }
 
@@ -269,7 +314,7 @@ struct Read {
 }
 
 /// How the planner sees an entry read by the full parser.
-fn entry_of_value(v: &Value) -> Read {
+fn entry_of_value(v: &Value, arn_field: &str) -> Read {
     let obj = v.as_object();
     let get = |name: &str| obj.and_then(|o| field(o, name));
     let text = |v: &Value| match v {
@@ -280,7 +325,7 @@ fn entry_of_value(v: &Value) -> Read {
     let id = get(ID_FIELD).map(text);
     let entry = CurrentEntry {
         policies: None,
-        arn: get("userarn")
+        arn: get(arn_field)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_string),
@@ -302,7 +347,7 @@ fn entry_of_value(v: &Value) -> Read {
 }
 
 /// How the planner sees an entry read by the fast reader (the same as [`entry_of_value`] of its value).
-fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
+fn entry_of_item(item: &fastyaml::Item<'_>, arn_field: &str) -> Read {
     use fastyaml::Node;
     let text = |n: &Node| match n {
         Node::Str(s) => (*s).to_string(),
@@ -312,7 +357,7 @@ fn entry_of_item(item: &fastyaml::Item<'_>) -> Read {
     let id = item.field(ID_FIELD).map(text);
     let entry = CurrentEntry {
         policies: None,
-        arn: match item.field("userarn") {
+        arn: match item.field(arn_field) {
             Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
             _ => None,
         },
@@ -350,7 +395,16 @@ fn owner_of(read: &Read, record: &Record, recorded: &HashSet<ArnKey>, deployment
     }
 }
 
-/// What a plan does to one existing `mapUsers` entry.
+/// Whether a `mapRoles` row signs nodes in (EKS's node rows: `system:node:{{EC2PrivateDNSName}}` with
+/// `system:nodes`, Fargate's `system:node:{{SessionName}}`).
+fn is_node_row(e: &CurrentEntry) -> bool {
+    e.username
+        .as_deref()
+        .is_some_and(|u| u.starts_with("system:node:"))
+        || e.groups.iter().any(|g| g == "system:nodes")
+}
+
+/// What a plan does to one existing entry.
 #[derive(Debug, Clone, Copy)]
 enum Action<'p> {
     Keep,
@@ -363,29 +417,47 @@ impl AwsAuth {
     pub fn parse(cm: Option<&ConfigMap>, me: &Deployment) -> Result<Self, AwsAuthError> {
         let empty = BTreeMap::new();
         let data = cm.and_then(|c| c.data.as_ref()).unwrap_or(&empty);
-        let mut entries = Vec::new();
-        let mut users = Users::Values(Vec::new(), Format::Yaml);
+        let mut entries: Vec<Read> = Vec::new();
+        let mut lists = [MAP_USERS, MAP_ROLES].map(|key| List {
+            key,
+            body: Body::Values(Vec::new(), Format::Yaml),
+            entries: 0..0,
+        });
         for key in LIST_KEYS {
             let Some(text) = data.get(key) else { continue };
-            // mapRoles and mapAccounts are only checked: EKS must be able to read the whole document.
+            // mapAccounts is only checked: EKS must be able to read the whole document.
             let parsed = parse_list(key, text)?;
-            if key != MAP_USERS {
+            let Some(list) = lists.iter_mut().find(|l| l.key == key) else {
                 continue;
-            }
-            users = match parsed {
+            };
+            let field = list.arn_field();
+            let start = entries.len();
+            list.body = match parsed {
                 Parsed::Fast(items) => {
-                    entries = items.iter().map(|e| entry_of_item(&e.item)).collect();
-                    Users::Text {
+                    entries.extend(items.iter().map(|e| entry_of_item(&e.item, field)));
+                    Body::Text {
                         text: text.clone(),
                         spans: items.into_iter().map(|e| e.span).collect(),
                     }
                 }
                 Parsed::Values(items, format) => {
-                    entries = items.iter().map(entry_of_value).collect();
-                    Users::Values(items, format)
+                    entries.extend(items.iter().map(|v| entry_of_value(v, field)));
+                    Body::Values(items, format)
                 }
             };
+            list.entries = start..entries.len();
         }
+        let node_roles = lists[1]
+            .entries
+            .clone()
+            .filter_map(|i| {
+                let e = &entries[i].entry;
+                is_node_row(e)
+                    .then(|| e.arn.as_deref().and_then(role_name_of_arn))
+                    .flatten()
+                    .map(str::to_string)
+            })
+            .collect();
         let annotation = record_annotation(&me.id);
         let record = match cm
             .and_then(|c| c.metadata.annotations.as_ref())
@@ -411,9 +483,10 @@ impl AwsAuth {
                 entries,
                 recorded: record.arns.clone(),
                 record_tag_key: record.tag_key.clone(),
+                node_roles,
                 ..Default::default()
             },
-            users,
+            lists,
             record,
             me: me.clone(),
         })
@@ -424,13 +497,13 @@ impl AwsAuth {
         &self.state
     }
 
-    /// The `mapUsers` entries as the planner sees them, in document order.
+    /// The `mapUsers` then `mapRoles` entries as the planner sees them, in document order.
     pub fn current(&self) -> &[CurrentEntry] {
         &self.state.entries
     }
 
     fn canonical(&self, g: &Grant) -> Value {
-        let mut v = json!({"userarn": g.arn, "username": g.username, "groups": g.groups, MARK_FIELD: self.me.id});
+        let mut v = json!({arn_field(g.kind): g.arn, "username": g.username, "groups": g.groups, MARK_FIELD: self.me.id});
         if let Some(id) = &g.id {
             v[ID_FIELD] = json!(id);
         }
@@ -473,30 +546,43 @@ impl AwsAuth {
         (actions, adds)
     }
 
-    /// The entries read by a full parser after applying `plan`, foreign ones untouched.
-    fn apply(&self, items: &[Value], plan: &Plan) -> Vec<Value> {
-        let (actions, adds) = self.actions(plan);
+    /// The entries read by a full parser after applying the list's actions, foreign ones untouched.
+    fn apply(&self, items: &[Value], actions: &[Action<'_>], adds: &[&Grant]) -> Vec<Value> {
         let mut out = Vec::with_capacity(items.len() + adds.len());
-        for (v, action) in items.iter().zip(&actions) {
+        for (v, action) in items.iter().zip(actions) {
             match action {
                 Action::Keep => out.push(v.clone()),
                 Action::Drop => {}
                 Action::Replace(m) => out.push(self.canonical(m)),
             }
         }
-        out.extend(adds.into_iter().map(|g| self.canonical(g)));
+        out.extend(adds.iter().map(|g| self.canonical(g)));
         out
     }
 
-    /// The new `mapUsers` text. Text read by the fast reader is spliced: untouched entries and every comment
-    /// and blank line stay byte for byte, replaced entries are written in place, new ones at the end.
-    fn users_text(&self, plan: &Plan) -> Result<String, AwsAuthError> {
-        match &self.users {
-            Users::Text { text, spans } => {
-                let (actions, adds) = self.actions(plan);
+    /// A list's new text, or `None` when the plan does not change it. Text read by the fast reader is
+    /// spliced: untouched entries and every comment and blank line stay byte for byte, replaced entries are
+    /// written in place, new ones at the end.
+    fn list_text(
+        &self,
+        list: &List,
+        actions: &[Action<'_>],
+        adds: &[&Grant],
+    ) -> Result<Option<String>, AwsAuthError> {
+        let actions = &actions[list.entries.clone()];
+        let adds: Vec<&Grant> = adds
+            .iter()
+            .filter(|g| g.kind == list.kind())
+            .copied()
+            .collect();
+        if adds.is_empty() && actions.iter().all(|a| matches!(a, Action::Keep)) {
+            return Ok(None);
+        }
+        let text = match &list.body {
+            Body::Text { text, spans } => {
                 let mut out = String::with_capacity(text.len() + 128 * adds.len());
                 let mut pos = 0;
-                for (span, action) in spans.iter().zip(&actions) {
+                for (span, action) in spans.iter().zip(actions) {
                     let replacement = match action {
                         Action::Keep => continue,
                         Action::Drop => None,
@@ -513,24 +599,26 @@ impl AwsAuth {
                     if !out.is_empty() && !out.ends_with('\n') {
                         out.push('\n');
                     }
-                    let added: Vec<Value> = adds.into_iter().map(|g| self.canonical(g)).collect();
+                    let added: Vec<Value> = adds.iter().map(|g| self.canonical(g)).collect();
                     out.push_str(&yaml::to_yaml(&Value::Array(added)));
                 }
-                Ok(out)
+                out
             }
-            Users::Values(items, Format::Yaml) => {
-                Ok(yaml::to_yaml(&Value::Array(self.apply(items, plan))))
+            Body::Values(items, Format::Yaml) => {
+                yaml::to_yaml(&Value::Array(self.apply(items, actions, &adds)))
             }
-            Users::Values(items, Format::Json) => {
-                let mut s = serde_json::to_string_pretty(&Value::Array(self.apply(items, plan)))
-                    .map_err(|e| AwsAuthError::Render {
-                        what: "data.mapUsers",
-                        message: e.to_string(),
-                    })?;
+            Body::Values(items, Format::Json) => {
+                let mut s =
+                    serde_json::to_string_pretty(&Value::Array(self.apply(items, actions, &adds)))
+                        .map_err(|e| AwsAuthError::Render {
+                            what: list.key,
+                            message: e.to_string(),
+                        })?;
                 s.push('\n');
-                Ok(s)
+                s
             }
-        }
+        };
+        Ok(Some(text))
     }
 
     /// What to write for `plan`, given the ConfigMap's current data; `Update::is_empty()` means no write.
@@ -541,14 +629,17 @@ impl AwsAuth {
     ) -> Result<Update, AwsAuthError> {
         let mut update = Update::default();
         if !plan.changes.is_empty() {
-            let text = self.users_text(plan)?;
+            let (actions, adds) = self.actions(plan);
+            update.map_users = self.list_text(&self.lists[0], &actions, &adds)?;
+            update.map_roles = self.list_text(&self.lists[1], &actions, &adds)?;
+            let written: usize = update.data().map(|(k, v)| k.len() + v.len()).sum();
             let others: usize = data
                 .into_iter()
                 .flatten()
-                .filter(|(k, _)| k.as_str() != MAP_USERS)
+                .filter(|(k, _)| update.data().all(|(w, _)| w != k.as_str()))
                 .map(|(k, v)| k.len() + v.len())
                 .sum();
-            let size = others + MAP_USERS.len() + text.len();
+            let size = others + written;
             if size > MAX_DATA_BYTES {
                 return Err(AwsAuthError::TooLarge {
                     what: "data",
@@ -556,7 +647,6 @@ impl AwsAuth {
                     limit: MAX_DATA_BYTES,
                 });
             }
-            update.map_users = Some(text);
         }
         let same_arns = {
             let before: std::collections::BTreeSet<&str> =
@@ -601,10 +691,10 @@ pub fn updated(cm: Option<&ConfigMap>, update: &Update, annotation: &str) -> Con
         c.metadata.namespace = Some(NAMESPACE.into());
         c
     });
-    if let Some(text) = &update.map_users {
+    for (key, text) in update.data() {
         out.data
             .get_or_insert_with(BTreeMap::new)
-            .insert(MAP_USERS.into(), text.clone());
+            .insert(key.into(), text.clone());
     }
     if let Some(text) = &update.owned_annotation {
         out.metadata
@@ -697,7 +787,7 @@ mod tests {
         )
         .unwrap();
         let cur = doc.current();
-        assert_eq!(cur.len(), 3);
+        assert_eq!(cur.len(), 4, "three mapUsers entries, then the node role");
         assert_eq!(
             cur[0].arn.as_deref(),
             Some("arn:aws:iam::123456789012:user/Hand")
@@ -706,6 +796,76 @@ mod tests {
         assert_eq!(cur[0].groups, vec!["a", "b"]);
         assert_eq!(cur[1].arn, None);
         assert_eq!(cur[2].arn, None);
+        assert_eq!(
+            cur[3].arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/eks-node")
+        );
+        assert_eq!(cur[3].owner, Owner::Foreign);
+        assert_eq!(doc.state().node_roles, vec!["eks-node"]);
+    }
+
+    fn role_grant(name: &str) -> Grant {
+        Grant {
+            arn: format!("arn:aws:iam::123456789012:role/{name}"),
+            kind: PrincipalKind::Role,
+            username: format!("{name}:{{{{SessionName}}}}"),
+            groups: vec!["system:masters".into()],
+            id: Some("AROAEXAMPLE".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn roles_go_to_map_roles_and_node_rows_stay_byte_for_byte() {
+        let roles = format!(
+            "# nodes: do not touch\n{NODE_ROLES}- rolearn: arn:aws:iam::123456789012:role/fargate\n  username: system:node:{{{{SessionName}}}}\n  groups: [system:bootstrappers, system:nodes, system:node-proxier]\n"
+        );
+        let users =
+            "- userarn: arn:aws:iam::123456789012:user/hand\n  username: hand\n  groups: [a]\n";
+        let c = cm(&[("mapUsers", users), ("mapRoles", &roles)], None);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        assert_eq!(doc.state().node_roles, vec!["eks-node", "fargate"]);
+        let add = plan(doc.state(), &[role_grant("team-admin")], &Scope::All);
+        let u = doc.render(c.data.as_ref(), &add).unwrap();
+        assert_eq!(u.map_users, None, "mapUsers is not rewritten for a role");
+        let text = u.map_roles.unwrap();
+        assert!(text.starts_with(&roles), "{text}");
+        let tail = &text[roles.len()..];
+        assert!(
+            tail.starts_with("- rolearn: arn:aws:iam::123456789012:role/team-admin\n"),
+            "{tail}"
+        );
+        assert!(tail.contains("eks-admin-sync: default"), "{tail}");
+        assert!(tail.contains("AROAEXAMPLE"), "{tail}");
+        // Read back: ours, and the removal takes exactly our row out again.
+        let record = serde_json::to_string(
+            &json!({"v":2,"tagKey":"eks-cluster-admin","arns":[role_grant("team-admin").arn]}),
+        )
+        .unwrap();
+        let c2 = cm(&[("mapUsers", users), ("mapRoles", &text)], Some(&record));
+        let doc2 = AwsAuth::parse(Some(&c2), &me()).unwrap();
+        let ours: Vec<&CurrentEntry> = doc2
+            .current()
+            .iter()
+            .filter(|e| matches!(e.owner, Owner::Us { marked: true }))
+            .collect();
+        assert_eq!(ours.len(), 1);
+        assert_eq!(ours[0].id.as_deref(), Some("AROAEXAMPLE"));
+        let remove = plan(doc2.state(), &[], &Scope::All);
+        assert_eq!(remove.removals(), 1);
+        let u = doc2.render(c2.data.as_ref(), &remove).unwrap();
+        assert_eq!(u.map_roles.as_deref(), Some(roles.as_str()));
+        assert_eq!(u.map_users, None);
+    }
+
+    #[test]
+    fn a_node_role_is_never_granted() {
+        let c = cm(&[("mapRoles", NODE_ROLES)], None);
+        let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+        let p = plan(doc.state(), &[role_grant("EKS-Node")], &Scope::All);
+        assert!(p.changes.is_empty());
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].kind, crate::core::plan::SkipKind::NodeRole);
     }
 
     #[test]
@@ -787,7 +947,7 @@ mod tests {
             Some(&format!(r#"["{ALICE}","{bob}"]"#)),
         );
         let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
-        assert!(matches!(doc.users, Users::Text { .. }));
+        assert!(matches!(doc.lists[0].body, Body::Text { .. }));
         // Alice's groups are repaired in place, bob is no longer desired, carol is new.
         let carol = Grant {
             arn: "arn:aws:iam::123456789012:user/carol".into(),
@@ -818,7 +978,7 @@ mod tests {
     fn unusual_yaml_goes_to_the_full_parser() {
         let users = "- userarn: arn:aws:iam::123456789012:user/q\n  username: q # Quinn's, a quote in a comment\n  groups: [a]\n";
         let doc = AwsAuth::parse(Some(&cm(&[("mapUsers", users)], None)), &me()).unwrap();
-        assert!(matches!(doc.users, Users::Values(_, Format::Yaml)));
+        assert!(matches!(doc.lists[0].body, Body::Values(_, Format::Yaml)));
         assert_eq!(doc.current()[0].username.as_deref(), Some("q"));
     }
 
@@ -828,7 +988,7 @@ mod tests {
         let users = "- \"groups\":\n  - \"system:masters\"\n  \"userarn\": \"arn:aws:iam::123456789012:user/tf\"\n  \"username\": \"tf\"\n";
         let c = cm(&[("mapUsers", users)], None);
         let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
-        assert!(matches!(doc.users, Users::Text { .. }));
+        assert!(matches!(doc.lists[0].body, Body::Text { .. }));
         assert_eq!(
             doc.current()[0].arn.as_deref(),
             Some("arn:aws:iam::123456789012:user/tf")
@@ -855,12 +1015,12 @@ mod tests {
             let fast: Vec<Read> = fastyaml::parse(text)
                 .unwrap()
                 .iter()
-                .map(|e| entry_of_item(&e.item))
+                .map(|e| entry_of_item(&e.item, "userarn"))
                 .collect();
             let Value::Array(items) = serde_saphyr::from_str::<Value>(text).unwrap() else {
                 panic!("{text} is not a list");
             };
-            let full: Vec<Read> = items.iter().map(entry_of_value).collect();
+            let full: Vec<Read> = items.iter().map(|v| entry_of_value(v, "userarn")).collect();
             assert_eq!(fast, full, "{text}");
         }
     }
@@ -1003,7 +1163,7 @@ mod tests {
         let users = "# people\n- userarn: arn:aws:iam::123456789012:user/jane@corp.com\n  username: jane@corp.com  # on call\n  groups: [viewers]\n";
         let c = cm(&[("mapUsers", users)], None);
         let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
-        assert!(matches!(doc.users, Users::Text { .. }));
+        assert!(matches!(doc.lists[0].body, Body::Text { .. }));
         let g = Grant {
             arn: "arn:aws:iam::123456789012:user/a.b+c=d,e@f".into(),
             username: "a.b+c=d,e@f".into(),
@@ -1018,7 +1178,7 @@ mod tests {
         let after = cm(&[("mapUsers", &text)], None);
         let doc = AwsAuth::parse(Some(&after), &me()).unwrap();
         assert!(
-            matches!(doc.users, Users::Text { .. }),
+            matches!(doc.lists[0].body, Body::Text { .. }),
             "our own output takes the splice: {text}"
         );
     }

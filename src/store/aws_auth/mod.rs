@@ -3,7 +3,7 @@
 //!
 //! Writes are JSON merge patches that carry the `resourceVersion` that was read, so the API server applies
 //! them only to the exact version the plan was made on (409 otherwise: the store re-reads, asks the core to
-//! re-plan on what it now finds, and retries). A merge patch names only `data.mapUsers` and this
+//! re-plan on what it now finds, and retries). A merge patch names only the changed lists (`data.mapUsers`, `data.mapRoles`) and this
 //! deployment's ownership annotation: no other field of the ConfigMap passes through our types, so nothing
 //! we do not model can be dropped.
 
@@ -14,7 +14,7 @@ pub mod yaml;
 use crate::adapters::kube::{KubeClients, KubeError};
 use crate::core::plan::ClusterState;
 use crate::core::ports::{Applied, Decided, Landed};
-use document::{AwsAuth, AwsAuthError, Deployment, MAP_USERS, NAME, NAMESPACE, record_annotation};
+use document::{AwsAuth, AwsAuthError, Deployment, NAME, NAMESPACE, record_annotation};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -160,8 +160,13 @@ impl AwsAuthApi<'_> {
                         }
                     })?;
                     let mut patch = serde_json::json!({"metadata": {"resourceVersion": rv}});
-                    if let Some(text) = &update.map_users {
-                        patch["data"] = serde_json::json!({ MAP_USERS: text });
+                    // Only the lists that changed; every other key stays as the API server has it.
+                    let data: serde_json::Map<String, serde_json::Value> = update
+                        .data()
+                        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                        .collect();
+                    if !data.is_empty() {
+                        patch["data"] = serde_json::Value::Object(data);
                     }
                     if let Some(text) = &update.owned_annotation {
                         patch["metadata"]["annotations"] = serde_json::json!({ &annotation: text });
