@@ -318,7 +318,11 @@ fn intent_for(
     named.extend(roles.iter().map(|r| Named::role(r)));
     for n in &named {
         if !valid_user_name(&n.name) {
-            bail!("{:?} is not a valid IAM name ({n})", n.name);
+            let kind = match n.kind {
+                eks_admin_sync::core::grants::PrincipalKind::User => "user",
+                eks_admin_sync::core::grants::PrincipalKind::Role => "role",
+            };
+            bail!("{:?} is not a valid IAM {kind} name", n.name);
         }
     }
     named.sort();

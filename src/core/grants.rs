@@ -46,15 +46,16 @@ pub enum Source {
 
 impl Source {
     /// Whether this source could have granted `g` (the guard refuses such removals when the source
-    /// yields nobody at all).
+    /// yields nobody at all). A source that yields nobody may be a typo of the name that did grant, so a
+    /// permission set counts for every Identity Center role and a group for every user.
     pub fn could_grant(&self, g: &Grant) -> bool {
         match self {
             Source::Tag(_) => true,
-            Source::PermissionSet(set) => {
+            Source::PermissionSet(_) => {
                 g.kind == PrincipalKind::Role
                     && role_name_of_arn(&g.arn)
                         .and_then(permission_set_of_name)
-                        .is_some_and(|s| s.eq_ignore_ascii_case(set))
+                        .is_some()
             }
             Source::IamGroup(_) => g.kind == PrincipalKind::User,
         }
@@ -370,11 +371,9 @@ fn admin_source(
             return Some(Source::Tag(settings.tag_key.clone()));
         }
     }
+    // Names match exactly, as the SCP's group ARNs do (IAM compares ARNs case-sensitively in policies).
     if let Some(set) = p.permission_set()
-        && let Some(named) = settings
-            .permission_sets
-            .iter()
-            .find(|s| s.eq_ignore_ascii_case(set))
+        && let Some(named) = settings.permission_sets.iter().find(|s| *s == set)
     {
         return Some(Source::PermissionSet(named.clone()));
     }
@@ -382,7 +381,7 @@ fn admin_source(
         let group = settings
             .iam_groups
             .iter()
-            .find(|g| p.groups.iter().any(|m| m.eq_ignore_ascii_case(g)));
+            .find(|g| p.groups.iter().any(|m| m == *g));
         return group.map(|g| Source::IamGroup(g.clone()));
     }
     None
@@ -774,7 +773,10 @@ mod tests {
         .unwrap();
         let sso = "/aws-reserved/sso.amazonaws.com/";
         let mut dave = user("dave", &[]);
-        dave.groups = vec!["Platform-Admins".into()];
+        dave.groups = vec!["readers".into(), "platform-admins".into()];
+        // Names match exactly, as the SCP's group ARNs do.
+        let mut fay = user("fay", &[]);
+        fay.groups = vec!["Platform-Admins".into()];
         let mut erin = user("erin", &[]);
         erin.groups = vec!["readers".into()];
         let principals = vec![
@@ -791,6 +793,7 @@ mod tests {
             role("eks-admin-sync", "/fn/", &[("eks-cluster-admin", "true")]),
             dave,
             erin,
+            fay,
         ];
         let prod = desired_for_cluster(&principals, &s, "prod");
         let got: Vec<(&str, String, &str)> = prod
@@ -846,7 +849,7 @@ mod tests {
             ]
         );
         // What a source could have granted, for the guard.
-        let ps = Source::PermissionSet("platform_admin".into());
+        let ps = Source::PermissionSet("Platfrom_Admin".into());
         assert!(ps.could_grant(&aws.grants[0]));
         assert!(!ps.could_grant(&aws.grants[1]));
         assert!(Source::IamGroup("x".into()).could_grant(&aws.grants[2]));

@@ -278,10 +278,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             }
         }
         for g in &s.iam_groups {
-            if !principals
-                .iter()
-                .any(|p| p.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
-            {
+            if !principals.iter().any(|p| p.groups.iter().any(|m| m == g)) {
                 empty.push(Source::IamGroup(g.clone()));
             }
         }

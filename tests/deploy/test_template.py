@@ -40,8 +40,11 @@ def handled_event_names():
     """The CloudTrail event names the Rust handler acts on (src/core/event.rs), the single source of truth."""
     with open(os.path.join(REPO, "src", "core", "event.rs")) as f:
         src = f.read()
-    m = re.search(r"HANDLED_EVENT_NAMES: \[&str; \d+\] =\s*\[([^\]]*)\]", src)
-    return sorted(re.findall(r'"([A-Za-z]+)"', m.group(1)))
+    names = []
+    for list_name in ("USER_EVENT_NAMES", "ROLE_EVENT_NAMES", "GROUP_EVENT_NAMES"):
+        m = re.search(list_name + r": \[&str; \d+\] =\s*\[([^\]]*)\]", src)
+        names += re.findall(r'"([A-Za-z]+)"', m.group(1))
+    return sorted(names)
 
 
 def emitted_metrics():
@@ -86,7 +89,9 @@ def test_template_facts():
     # Every setting of the function is a parameter.
     env = props["Environment"]["Variables"]
     assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL",
-                        "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES"}
+                        "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES",
+                        "USERNAME_TEMPLATE_ROLE", "ADMIN_PERMISSION_SETS", "ADMIN_IAM_GROUPS", "FUNCTION_ROLE_ARN"}
+    assert env["FUNCTION_ROLE_ARN"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     # The cluster deadline fits inside the function's timeout, with the function's safety margin.
     assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]
 
@@ -117,7 +122,8 @@ def test_template_facts():
         if s["Resource"] == "*":
             assert acts == ["iam:GetAccountAuthorizationDetails"], s
         assert not any(a.endswith("*") for a in acts), s
-    assert actions == {"iam:GetUser", "iam:GetAccountAuthorizationDetails", "eks:DescribeCluster",
+    assert actions == {"iam:GetUser", "iam:GetRole", "iam:ListGroupsForUser", "iam:GetAccountAuthorizationDetails",
+                       "eks:DescribeCluster",
                        "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"} | EKS_ACCESS_ACTIONS
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.
@@ -128,10 +134,14 @@ def test_template_facts():
         assert s["Condition"]["StringEquals"]["aws:RequestedRegion"] == {"Ref": "AWS::Region"}
     by_sid = {s.get("Sid"): s for s in eks}
     mark = {"Ref": "DeploymentId"}
-    create = by_sid["CreateMarkedUserEntries"]["Condition"]
+    create = by_sid["CreateMarkedEntries"]["Condition"]
     assert create["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
     assert create["ForAnyValue:StringEquals"]["eks:kubernetesGroups"] == {"Fn::Sub": "eks-admin-sync:${DeploymentId}"}
-    assert create["ArnLike"]["eks:principalArn"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user/*"}
+    assert create["ArnLike"]["eks:principalArn"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user/*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/*"}]
+    assert create["ArnNotLike"]["eks:principalArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/*"}
     tag = by_sid["TagWithTheMarksOnly"]["Condition"]
     assert tag["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
     assert tag["ForAllValues:StringEquals"]["aws:TagKeys"] == create["ForAllValues:StringEquals"]["aws:TagKeys"]

@@ -133,7 +133,8 @@ def test_foreign_entries_survive_many_operations(stack):
 
 
 def test_full_reconcile_pages_through_iam(stack):
-    """IAM pages GetAccountAuthorizationDetails; with 2 users a page, 5 users take 3 calls and none is lost."""
+    """IAM pages GetAccountAuthorizationDetails over users and roles together; with 2 items a page, 5 users and
+    the stack's 2 roles (the function's, the node's) take 4 calls and none is lost."""
     stack.emu("/_emu/iam/page-cap", {"cap": 2})
     names = [f"pager{i}" for i in range(5)]
     for n in names:
@@ -142,7 +143,7 @@ def test_full_reconcile_pages_through_iam(stack):
     rc, report, err = stack.handle_event("scheduled.json")
     assert rc == 0, err
     calls = stack.calls()
-    assert calls.get("iam:GetAccountAuthorizationDetails(MaxItems=1000)") == 3, calls
+    assert calls.get("iam:GetAccountAuthorizationDetails(MaxItems=1000)") == 4, calls
     assert "iam:GetUser" not in calls and "iam:ListUsers" not in calls, calls
     want = sorted(f"arn:aws:iam::{ACCOUNT}:user/{n}" for n in names if n != "pager3")
     assert sorted(report["clusters"][0]["added"]) == want

@@ -10,8 +10,8 @@
 // condition keys aws:RequestTag/${TagKey}, aws:TagKeys, eks:accessEntryType, eks:kubernetesGroups,
 // eks:principalArn, eks:username; the entry actions act on the access-entry resource and take
 // aws:ResourceTag/${TagKey}; Associate/DisassociateAccessPolicy add eks:policyArn, eks:accessScope,
-// eks:namespaces) and "… for AWS Identity and Access Management" (GetUser on the user;
-// GetAccountAuthorizationDetails on "*"). The EKS token is a presigned sts:GetCallerIdentity, which needs no
+// eks:namespaces) and "… for AWS Identity and Access Management" (GetUser and ListGroupsForUser on the
+// user; GetRole on the role; GetAccountAuthorizationDetails on "*"). The EKS token is a presigned sts:GetCallerIdentity, which needs no
 // permission ("GetCallerIdentity … No permissions are required", STS API reference), so it has no row.
 
 import { test } from 'node:test'
@@ -112,6 +112,7 @@ async function allowed(docs, { action, resource, context }) {
 
 const ADMIN_POLICY = 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy'
 const user = (n) => `arn:aws:iam::${ACCOUNT}:user/${n}`
+const role = (n) => `arn:aws:iam::${ACCOUNT}:role/${n}`
 const cluster = (c) => `arn:aws:eks:${REGION}:${ACCOUNT}:cluster/${c}`
 const entry = (c, n) => `arn:aws:eks:${REGION}:${ACCOUNT}:access-entry/${c}/user/${ACCOUNT}/${n}/0aa1b2c3-d4e5-f6a7-b8c9-d0e1f2a3b4c5`
 const marks = { [MARK]: DEPLOYMENT, [USER_ID]: 'AIDAEXAMPLEALICE01', [TAG_KEY]: ADMIN_TAG }
@@ -123,20 +124,27 @@ const groups = ['eks-admins', GROUP_MARK]
 // `policies` are the configured access policies of the grant ({arn, scope}).
 const CALLS = {
   get_user: () => [{ action: 'iam:GetUser', resource: user('alice') }],
+  get_role: () => [{ action: 'iam:GetRole', resource: role('team/team-admin') }],
+  list_groups_for_user: () => [{ action: 'iam:ListGroupsForUser', resource: user('alice') }],
   get_account_authorization_details: () => [{ action: 'iam:GetAccountAuthorizationDetails', resource: '*' }],
   describe_cluster: (c) => [{ action: 'eks:DescribeCluster', resource: cluster(c) }],
   list_access_entries: (c) => [{ action: 'eks:ListAccessEntries', resource: cluster(c) }],
   // Anyone's entry is read (the function must see other people's entries to leave them alone).
   describe_access_entry: (c) => [{ action: 'eks:DescribeAccessEntry', resource: entry(c, 'viewer') }],
   list_associated_access_policies: (c) => [{ action: 'eks:ListAssociatedAccessPolicies', resource: entry(c, 'viewer') }],
-  create_access_entry: (c) => {
-    const entryKeys = { 'eks:accessEntryType': 'STANDARD', 'eks:principalArn': user('alice'), 'eks:username': 'alice', 'eks:kubernetesGroups': groups }
+  // For a user, a role under a path and an Identity Center role (the principal ARN keeps its path).
+  create_access_entry: (c) => [
+    [user('alice'), 'alice'],
+    [role('team/team-admin'), 'team-admin:{{SessionName}}'],
+    [role('aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef'), 'AWSReservedSSO_Admin_0123456789abcdef:{{SessionName}}']
+  ].flatMap(([principal, username]) => {
+    const entryKeys = { 'eks:accessEntryType': 'STANDARD', 'eks:principalArn': principal, 'eks:username': username, 'eks:kubernetesGroups': groups }
     return [
       { action: 'eks:CreateAccessEntry', resource: cluster(c), context: { ...requestTags(marks), ...entryKeys } },
       // The dependent action: the new entry has no tags yet.
       { action: 'eks:TagResource', resource: entry(c, 'alice'), context: { ...requestTags(marks), ...entryKeys }, dependent: true }
     ]
-  },
+  }),
   associate_access_policy: (c, policies) => policies.map((p) => ({
     action: 'eks:AssociateAccessPolicy',
     resource: entry(c, 'alice'),
@@ -199,7 +207,10 @@ test('each call is refused when changed in one way the code never does', async (
   const [create, tagOnCreate] = CALLS.create_access_entry('prod')
   const refused = [
     ['create for another account\'s user', { ...create, context: { ...create.context, 'eks:principalArn': 'arn:aws:iam::444455556666:user/alice' } }],
-    ['create for a role', { ...create, context: { ...create.context, 'eks:principalArn': `arn:aws:iam::${ACCOUNT}:role/Node` } }],
+    ['create for a service-linked role', { ...create, context: { ...create.context, 'eks:principalArn': role('aws-service-role/eks.amazonaws.com/AWSServiceRoleForAmazonEKS') } }],
+    ['create for another account\'s role', { ...create, context: { ...create.context, 'eks:principalArn': 'arn:aws:iam::444455556666:role/team-admin' } }],
+    ['create a node entry for a role', { ...create, context: { ...create.context, 'eks:principalArn': role('Node'), 'eks:accessEntryType': 'EC2_LINUX' } }],
+    ['read another account\'s role', { action: 'iam:GetRole', resource: 'arn:aws:iam::444455556666:role/team-admin' }],
     ['create without the group mark', { ...create, context: { ...create.context, 'eks:kubernetesGroups': ['eks-admins'] } }],
     ['create with another deployment\'s group mark only', { ...create, context: { ...create.context, 'eks:kubernetesGroups': ['eks-admin-sync:other'] } }],
     ['create with a tag key beyond the marks', { ...create, context: { ...create.context, ...requestTags({ ...marks, owner: 'me' }) } }],

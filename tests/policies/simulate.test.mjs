@@ -38,6 +38,7 @@ const CLUSTER = `arn:aws:eks:us-east-1:${ACCOUNT}:cluster/prod`
 const ENTRY = `arn:aws:eks:us-east-1:${ACCOUNT}:access-entry/prod/user/${ACCOUNT}/alice/0aa1b2c3-d4e5-f6a7-b8c9-d0e1f2a3b4c5`
 const MARKED = { 'aws:ResourceTag/eks-admin-sync': 'default' }
 const BOB = `arn:aws:iam::${ACCOUNT}:user/bob` // does not
+const ADMIN_GROUP = `arn:aws:iam::${ACCOUNT}:group/eks-cluster-admins`
 
 const adminAccess = { name: 'AdministratorAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
 const fullAccessScp = { name: 'FullAWSAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
@@ -120,7 +121,22 @@ const attacks = [
   ['create an access entry that carries the function\'s mark', { action: 'eks:CreateAccessEntry', resource: CLUSTER, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
   ['rewrite a marked entry (drop its group mark, change its username)', { action: 'eks:UpdateAccessEntry', resource: ENTRY, context: MARKED }],
   ['widen a marked entry\'s access policy', { action: 'eks:AssociateAccessPolicy', resource: ENTRY, context: { ...MARKED, 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy' } }],
-  ['delete a marked entry', { action: 'eks:DeleteAccessEntry', resource: ENTRY, context: MARKED }]
+  ['delete a marked entry', { action: 'eks:DeleteAccessEntry', resource: ENTRY, context: MARKED }],
+  // Issue 17: roles and IAM groups as admin sources. A group's members are admins (ADMIN_IAM_GROUPS, here
+  // eks-cluster-admins): joining it, removing someone (the guard would then see them leave), creating,
+  // renaming (IAM authorizes UpdateGroup on the old and the new name, IAM API reference) or deleting it is a
+  // grant or a revocation.
+  ['tag a role under a path admin', { action: 'iam:TagRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: tagKey }],
+  ['untag an admin role', { action: 'iam:UntagRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: { 'aws:TagKeys': [TAG] } }],
+  ['create a role already tagged', { action: 'iam:CreateRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/new`, context: { ...tagKey, 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  ['take over a tagged role under a path (trust policy)', { action: 'iam:UpdateAssumeRolePolicy', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: tagged }],
+  ['delete a tagged role (then re-create the name)', { action: 'iam:DeleteRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: tagged }],
+  ['join the admin group', { action: 'iam:AddUserToGroup', resource: ADMIN_GROUP }],
+  ['remove a member from the admin group', { action: 'iam:RemoveUserFromGroup', resource: ADMIN_GROUP }],
+  ['create the admin group (before the platform does)', { action: 'iam:CreateGroup', resource: ADMIN_GROUP }],
+  ['rename a group to the admin name', { action: 'iam:UpdateGroup', resource: ADMIN_GROUP }],
+  ['rename or delete the admin group', { action: 'iam:DeleteGroup', resource: ADMIN_GROUP }],
+  ['the admin group under a path', { action: 'iam:AddUserToGroup', resource: `arn:aws:iam::${ACCOUNT}:group/teams/eks-cluster-admins` }]
 ]
 
 for (const [what, req] of attacks) {
@@ -149,6 +165,9 @@ const allowed = [
   [PLATFORM, 'edit the boundary', { action: 'iam:CreatePolicyVersion', resource: BOUNDARY_ARN }],
   [PLATFORM, 'invoke the function with force', { action: 'lambda:InvokeFunction', resource: FUNCTION }],
   [PLATFORM, 'read the dead letters', { action: 'sqs:ReceiveMessage', resource: QUEUE }],
+  [PLATFORM, 'add a member to the admin group', { action: 'iam:AddUserToGroup', resource: ADMIN_GROUP }],
+  [PLATFORM_SSO, 'tag a role admin', { action: 'iam:TagRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: tagKey }],
+  [ACCOUNT_ADMIN, 'manage groups that are not admin groups', { action: 'iam:AddUserToGroup', resource: `arn:aws:iam::${ACCOUNT}:group/readers` }],
   [DEPLOYER, 'deploy new function code', { action: 'lambda:UpdateFunctionCode', resource: FUNCTION }],
   [DEPLOYER, 'change the function configuration', { action: 'lambda:UpdateFunctionConfiguration', resource: FUNCTION }],
   [DEPLOYER, 'pass the function role to the function', { action: 'iam:PassRole', resource: FUNCTION_ROLE }],
@@ -174,6 +193,7 @@ test('the boundary still lets a delegated admin do ordinary IAM work', async () 
     { action: 'iam:CreateUser', resource: `arn:aws:iam::${ACCOUNT}:user/newhire`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } },
     { action: 'iam:CreateAccessKey', resource: BOB },
     { action: 'iam:TagUser', resource: BOB, context: { 'aws:TagKeys': ['team'], 'aws:RequestTag/team': 'data' } },
+    { action: 'iam:AddUserToGroup', resource: `arn:aws:iam::${ACCOUNT}:group/readers` },
     { action: 's3:ListAllMyBuckets', resource: '*' }
   ]
   for (const req of ok) {
@@ -273,11 +293,14 @@ test('the function may change only its own access entries, on exactly the manage
     assert.equal(await ask('eks:AssociateAccessPolicy', entry(c), { 'eks:policyArn': ADMIN, ...ours }), 'Allowed', c)
     assert.equal(await ask('eks:AssociateAccessPolicy', entry(c), { 'eks:policyArn': ADMIN }), 'ImplicitlyDenied', `${c}: admin on someone else's entry`)
   }
-  // Creating: only marked, only STANDARD, only for IAM users.
+  // Creating: only marked, only STANDARD, only for IAM users and roles of this account, never a
+  // service-linked role.
   const { 'aws:RequestTag/eks-admin-sync': _mark, ...unmarked } = creating
   assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), unmarked), 'ImplicitlyDenied', 'unmarked')
   assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:accessEntryType': 'EC2_LINUX' }), 'ImplicitlyDenied', 'node type')
-  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:principalArn': `arn:aws:iam::${ACCOUNT}:role/PlatformTeamAdmin` }), 'ImplicitlyDenied', 'a role')
+  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:principalArn': `arn:aws:iam::${ACCOUNT}:role/team/PlatformTeamAdmin` }), 'Allowed', 'a role under a path')
+  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:principalArn': `arn:aws:iam::${ACCOUNT}:role/aws-service-role/eks.amazonaws.com/AWSServiceRoleForAmazonEKS` }), 'ImplicitlyDenied', 'a service-linked role')
+  assert.equal(await ask('eks:CreateAccessEntry', cluster('prod'), { ...creating, 'eks:principalArn': 'arn:aws:iam::444455556666:role/PlatformTeamAdmin' }), 'ImplicitlyDenied', "another account's role")
   // Another policy, another cluster, a cluster whose name only starts like a managed one, another region,
   // the clusters themselves.
   assert.equal(await ask('eks:AssociateAccessPolicy', entry('prod'), { 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy', ...ours }), 'ImplicitlyDenied')

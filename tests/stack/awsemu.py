@@ -6,7 +6,7 @@
   the key's owner, or is a 403 (SignatureDoesNotMatch, InvalidClientTokenId, ExpiredToken).
 - /_emu/eks/<name> (POST) points a moto EKS cluster at a real local API server (endpoint + CA), so the
   function's DescribeCluster path is exactly the production one.
-- IAM GetAccountAuthorizationDetails with Filter=User is paged as real IAM pages it (MaxItems honoured,
+- IAM GetAccountAuthorizationDetails with Filter User and/or Role is paged as real IAM pages it (MaxItems honoured,
   at most 1000 a page, Marker), which stock moto ignores; so call counts here hold on real IAM.
   /_emu/iam/page-cap (POST {"cap": N}) lowers the page size further, to exercise paging with few users.
 - /_emu/iam/bulk-users (POST {"prefix", "count", "tagged", "tag_key", "tag_value"}) creates many users
@@ -263,29 +263,97 @@ def _iam_backend():
     return iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
 
 
-def authorization_details_users(form, start_response):
-    """GetAccountAuthorizationDetails(Filter=[User]) paged like real IAM."""
+def _tags_xml(tags):
+    return "".join(f"<member><Key>{escape(t['Key'])}</Key><Value>{escape(t['Value'])}</Value></member>" for t in tags)
+
+
+def _user_detail(backend, u, groups_of):
+    groups = "".join(f"<member>{escape(g)}</member>" for g in groups_of.get(u.name, []))
+    return (f"<member><Path>{escape(u.path)}</Path><UserName>{escape(u.name)}</UserName><UserId>{u.id}</UserId>"
+            f"<Arn>{escape(u.arn)}</Arn><CreateDate>{u.create_date.strftime('%Y-%m-%dT%H:%M:%SZ')}</CreateDate>"
+            f"<UserPolicyList/><GroupList>{groups}</GroupList><AttachedManagedPolicies/>"
+            f"<Tags>{_tags_xml(backend.tagger.list_tags_for_resource(u.arn)['Tags'])}</Tags></member>")
+
+
+def _role_detail(backend, r):
+    created = r.create_date.strftime('%Y-%m-%dT%H:%M:%SZ')
+    return (f"<member><Path>{escape(r.path)}</Path><RoleName>{escape(r.name)}</RoleName><RoleId>{r.id}</RoleId>"
+            f"<Arn>{escape(r.arn)}</Arn><CreateDate>{created}</CreateDate>"
+            f"<AssumeRolePolicyDocument>{escape(urllib.parse.quote(r.assume_role_policy_document or ''))}"
+            "</AssumeRolePolicyDocument><InstanceProfileList/><RolePolicyList/><AttachedManagedPolicies/>"
+            f"<Tags>{_tags_xml(r.tags)}</Tags></member>")  # moto keeps a role's tags on the role
+
+
+# Roles AWS keeps for itself: IAM Identity Center's permission-set roles and service-linked roles. Nobody but
+# AWS may tag, untag, delete or change them; real IAM answers 400 UnmodifiableEntity "Cannot perform the
+# operation on the protected role 'NAME' - this role is only modifiable by AWS" (as reported from real accounts
+# in rebuy-de/aws-nuke #441 and #1028). Only Identity Center itself creates or deletes its roles: the harness
+# plays it through /_emu/iam/sso-role.
+PROTECTED_ROLE_PATHS = ("/aws-reserved/sso.amazonaws.com/", "/aws-service-role/")
+ROLE_WRITES = {"iam:TagRole", "iam:UntagRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole",
+               "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:DeleteRolePolicy"}
+
+
+def protected_role(label, form):
+    params = dict(form)
+    if label == "iam:CreateRole" and (params.get("Path") or "/").startswith(PROTECTED_ROLE_PATHS[0]):
+        return {"code": "AccessDenied", "status": 403,
+                "message": "The path /aws-reserved/sso.amazonaws.com/ is reserved for AWS IAM Identity Center"}
+    if label not in ROLE_WRITES:
+        return None
+    role = next((r for r in _iam_backend().roles.values() if r.name == params.get("RoleName")), None)
+    if role is None or not role.path.startswith(PROTECTED_ROLE_PATHS):
+        return None
+    return {"code": "UnmodifiableEntity", "status": 400,
+            "message": f"Cannot perform the operation on the protected role '{role.name}' - this role is only modifiable by AWS"}
+
+
+def sso_role(method, body):
+    """Identity Center (through AWSServiceRoleForSSO) makes or removes a permission set's role in the account:
+    POST {"permissionSet", "suffix", "region"?} creates AWSReservedSSO_<set>_<suffix> under
+    /aws-reserved/sso.amazonaws.com/[<region>/]; DELETE {"name"} deletes it."""
+    backend = _iam_backend()
+    if method == "DELETE":
+        backend.delete_role(body["name"])
+        return {}
+    region = body.get("region")
+    path = "/aws-reserved/sso.amazonaws.com/" + (f"{region}/" if region else "")
+    name = f"AWSReservedSSO_{body['permissionSet']}_{body['suffix']}"
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["sts:AssumeRoleWithSAML", "sts:TagSession"],
+                                                                "Principal": {"Federated": "arn:aws:iam::123456789012:saml-provider/AWSSSO_0123456789abcdef_DO_NOT_DELETE"}}]})
+    r = backend.create_role(role_name=name, assume_role_policy_document=trust, path=path, permissions_boundary=None,
+                            description="", tags=[], max_session_duration="43200", linked_service=None)
+    return {"RoleName": r.name, "Arn": r.arn, "RoleId": r.id}
+
+
+def authorization_details(form, start_response, filters):
+    """GetAccountAuthorizationDetails(Filter=[User] / [Role] / [User, Role]) paged like real IAM: MaxItems
+    counts the items of every list in the page (users first, then roles), at most 1000, with a Marker; each
+    user's GroupList and each role's Path and Tags, as the IAM API reference's UserDetail and RoleDetail show
+    them."""
     params = dict(form)
     max_items = min(int(params.get("MaxItems") or IAM_DEFAULT_MAX_ITEMS), 1000, IAM_PAGE_CAP[0])
     _count(f"iam:GetAccountAuthorizationDetails(MaxItems={params.get('MaxItems')})")
     start = int(params.get("Marker") or 0)
     backend = _iam_backend()
-    users = sorted(backend.users.values(), key=lambda u: u.name)
-    page = users[start:start + max_items]
-    truncated = start + max_items < len(users)
-    members = []
-    for u in page:
-        tags = "".join(f"<member><Key>{escape(t['Key'])}</Key><Value>{escape(t['Value'])}</Value></member>"
-                       for t in backend.tagger.list_tags_for_resource(u.arn)["Tags"])
-        members.append(
-            f"<member><Path>{escape(u.path)}</Path><UserName>{escape(u.name)}</UserName><UserId>{u.id}</UserId>"
-            f"<Arn>{escape(u.arn)}</Arn><CreateDate>{u.create_date.strftime('%Y-%m-%dT%H:%M:%SZ')}</CreateDate>"
-            f"<UserPolicyList/><GroupList/><AttachedManagedPolicies/><Tags>{tags}</Tags></member>")
+    items = []
+    if "User" in filters:
+        items += [("user", u) for u in sorted(backend.users.values(), key=lambda u: u.name)]
+    if "Role" in filters:
+        items += [("role", r) for r in sorted(backend.roles.values(), key=lambda r: r.name)]
+    page = items[start:start + max_items]
+    truncated = start + max_items < len(items)
+    groups_of = {}
+    for g in backend.groups.values():
+        for u in g.users:
+            groups_of.setdefault(u.name, []).append(g.name)
+    users = "".join(_user_detail(backend, u, groups_of) for kind, u in page if kind == "user")
+    roles = "".join(_role_detail(backend, r) for kind, r in page if kind == "role")
     marker = f"<Marker>{start + max_items}</Marker>" if truncated else ""
     body = (
         '<GetAccountAuthorizationDetailsResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
         f"<GetAccountAuthorizationDetailsResult><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{marker}"
-        f"<UserDetailList>{''.join(members)}</UserDetailList><GroupDetailList/><RoleDetailList/><Policies/>"
+        f"<UserDetailList>{users}</UserDetailList><GroupDetailList/><RoleDetailList>{roles}</RoleDetailList><Policies/>"
         "</GetAccountAuthorizationDetailsResult><ResponseMetadata><RequestId>emu</RequestId></ResponseMetadata>"
         "</GetAccountAuthorizationDetailsResponse>"
     ).encode()
@@ -357,8 +425,13 @@ class App:
             _count(label)
             return self.eks(environ, start_response, *environ["emu.eks"])
         form = environ.get("emu.form") or []
-        if label == "iam:GetAccountAuthorizationDetails" and [v for k, v in form if k.startswith("Filter.member")] == ["User"]:
-            return authorization_details_users(form, start_response)
+        refused = protected_role(label, form)
+        if refused:
+            _count(f"{label}(refused {refused['code']})")
+            return fault_response(start_response, refused, label)
+        filters = sorted(v for k, v in form if k.startswith("Filter.member"))
+        if label == "iam:GetAccountAuthorizationDetails" and filters and set(filters) <= {"User", "Role"}:
+            return authorization_details(form, start_response, filters)
         _count(label)
         return self.moto(environ, start_response)
 
@@ -453,6 +526,8 @@ class App:
                     FAULTS[body["label"]] = {"count": int(body.get("count", -1)), **body}
                 else:
                     FAULTS.clear()
+        elif path == "/_emu/iam/sso-role" and method in ("POST", "DELETE"):
+            out = sso_role(method, body)
         elif path == "/_emu/iam/bulk-users" and method == "POST":
             bulk_users(body, self.region)
         elif path.startswith("/_emu/eks/") and path.endswith("/authz") and method == "GET":

@@ -359,7 +359,10 @@ def authz(cluster, arn, user_id):
     """What the local authenticator needs for a caller: the mode and the entry that applies (or None).
 
     Users are matched on their ARN and unique id; roles on their name, whatever the entry's path (the
-    authenticator only knows the assumed role's name, and names are unique in an account)."""
+    authenticator only knows the assumed role's name, and names are unique in an account), and on the role's
+    unique id: EKS binds an entry to the principal's id when it is created, so a role deleted and re-created
+    under the same name does not inherit its entry (EKS user guide, "Create access entries": recreating the
+    principal needs a new entry)."""
     with LOCK:
         mode = mode_of(cluster)
         found = None
@@ -369,7 +372,8 @@ def authz(cluster, arn, user_id):
                 if ":user/" in arn and p.lower() == arn.lower() and e["principalId"] == user_id:
                     found = e
                 elif ":role/" in arn and ":role/" in p and p.split(":")[4] == arn.split(":")[4] \
-                        and p.rsplit("/", 1)[-1].lower() == arn.rsplit("/", 1)[-1].lower():
+                        and p.rsplit("/", 1)[-1].lower() == arn.rsplit("/", 1)[-1].lower() \
+                        and e["principalId"] == user_id:
                     found = e
         view = None
         if found:

@@ -428,6 +428,7 @@ class Stack:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "CLUSTER_NAMES": " ".join(self.clusters),
+            "FUNCTION_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/{FUNCTION_ROLE}",
             "LOG_LEVEL": "info",
             **self.function_creds,
         }
@@ -514,6 +515,33 @@ class Stack:
         k = iam.create_access_key(UserName=name)["AccessKey"]
         return {"AWS_ACCESS_KEY_ID": k["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": k["SecretAccessKey"]}
 
+    def create_role(self, name, tags=None, path="/"):
+        """A role people assume (trusting the account), with tags; returns its ARN."""
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}}]})
+        r = self.iam().create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=trust,
+                                   Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()])
+        return r["Role"]["Arn"]
+
+    def sso_role(self, permission_set, suffix, region=None):
+        """What IAM Identity Center makes in the account when a permission set is assigned; returns its ARN."""
+        return self.emu("/_emu/iam/sso-role", {"permissionSet": permission_set, "suffix": suffix,
+                                               **({"region": region} if region else {})})["Arn"]
+
+    def delete_sso_role(self, name):
+        req = urllib.request.Request(f"{self.aws_url}/_emu/iam/sso-role", data=json.dumps({"name": name}).encode(),
+                                     method="DELETE")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def assume(self, role_arn, session):
+        """Credentials of a session of the role, as `aws sts assume-role` gives them."""
+        c = self.aws("sts").assume_role(RoleArn=role_arn, RoleSessionName=session)["Credentials"]
+        return {"AWS_ACCESS_KEY_ID": c["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": c["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": c["SessionToken"]}
+
+    def delete_role(self, name):
+        self.iam().delete_role(RoleName=name)
+
     def delete_user(self, name):
         iam = self.iam()
         for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
@@ -523,8 +551,19 @@ class Stack:
     def reset(self):
         """Back to the seeded state: no IAM users, aws-auth as bootstrapped, all clusters running."""
         iam = self.iam()
+        for g in iam.list_groups()["Groups"]:
+            for u in iam.get_group(GroupName=g["GroupName"])["Users"]:
+                iam.remove_user_from_group(GroupName=g["GroupName"], UserName=u["UserName"])
+            iam.delete_group(GroupName=g["GroupName"])
         for u in iam.list_users()["Users"]:
             self.delete_user(u["UserName"])
+        for r in iam.list_roles()["Roles"]:
+            if r["RoleName"] in (FUNCTION_ROLE, NODE_ROLE):
+                continue
+            if r["Path"].startswith("/aws-reserved/"):
+                self.delete_sso_role(r["RoleName"])
+            else:
+                self.delete_role(r["RoleName"])
         self.emu("/_emu/iam/page-cap", {"cap": 1000})
         self.emu("/_emu/faults", {})
         self.emu("/_emu/latency", {})
