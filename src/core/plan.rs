@@ -907,6 +907,32 @@ mod tests {
     }
 
     #[test]
+    fn a_node_role_of_the_legacy_aws_auth_is_never_granted_an_entry() {
+        // API_AND_CONFIG_MAP, mid-migration: the nodes still sign in through their aws-auth row, and the
+        // role has no entry yet. Without the rule, its tag would make it a STANDARD admin entry.
+        let node = "arn:aws:iam::123456789012:role/eks-node";
+        let legacy = ClusterState {
+            node_roles: vec!["eks-node".into()],
+            ..Default::default()
+        };
+        let st = ClusterState {
+            legacy: Some(Box::new(legacy)),
+            form: GrantForm::AccessPolicies,
+            ..Default::default()
+        };
+        let want = Grant {
+            arn: node.into(),
+            kind: PrincipalKind::Role,
+            ..Default::default()
+        };
+        let p = plan(&st, &[want], &Scope::All);
+        assert!(p.changes.is_empty(), "{:?}", p.changes);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].kind, SkipKind::NodeRole);
+        assert!(p.owned_after.is_empty());
+    }
+
+    #[test]
     fn a_role_moves_from_its_path_less_mapping_to_its_entry() {
         let full = "arn:aws:iam::123456789012:role/team/ops";
         let bare = "arn:aws:iam::123456789012:role/ops";

@@ -559,6 +559,9 @@ class Stack:
             self.delete_user(u["UserName"])
         for r in iam.list_roles()["Roles"]:
             if r["RoleName"] in (FUNCTION_ROLE, NODE_ROLE):
+                tags = iam.list_role_tags(RoleName=r["RoleName"])["Tags"]
+                if tags:
+                    iam.untag_role(RoleName=r["RoleName"], TagKeys=[t["Key"] for t in tags])
                 continue
             if r["Path"].startswith("/aws-reserved/"):
                 self.delete_sso_role(r["RoleName"])
