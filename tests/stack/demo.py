@@ -139,6 +139,27 @@ def main():
                "the mapping moved to an access entry (created and confirmed first); mapRoles untouched")
         p = stack.kubectl_as("prod", creds, ["get", "all", "-A"])
         expect(p.returncode == 0, "new-admin-test kept admin through the migration")
+
+        step("IAM Identity Center: assigning permission set Platform_Admin to the account makes its role")
+        env = {"CLUSTER_NAMES": "prod platform", "ADMIN_PERMISSION_SETS": "Platform_Admin"}
+        role = stack.sso_role("Platform_Admin", "0123456789abcdef", region="eu-west-1")
+        show(role)
+        session = stack.assume(role, "jane@example.com")
+        p = stack.kubectl_as("platform", session, ["get", "all", "-A"])
+        expect(p.returncode != 0, "jane's permission-set session is refused: not granted yet")
+        name = role.rsplit("/", 1)[-1]
+        ev = json.load(open(os.path.join(REPO, "events", "create-role-sso.json")))
+        ev["detail"]["requestParameters"].update(roleName=name, path="/aws-reserved/sso.amazonaws.com/eu-west-1/")
+        rc, report, err = stack.handle_event(ev, env)
+        for c in report["clusters"]:
+            show(json.dumps({k: c[k] for k in ("cluster", "store", "added")}))
+        expect(rc == 0 and all(c["added"] for c in report["clusters"]),
+               "the CreateRole event from sso.amazonaws.com granted the role on both clusters")
+        for cluster in ("prod", "platform"):
+            who = stack.kubectl_as(cluster, session, ["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+            show(f"{cluster}: kubectl auth whoami -> {who.stdout}")
+            expect(stack.kubectl_as(cluster, session, ["get", "all", "-A"]).returncode == 0,
+                   f"jane is cluster admin on {cluster}, named after the role and her session")
     finally:
         if fn is not None:
             fn.terminate()
