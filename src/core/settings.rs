@@ -589,6 +589,66 @@ mod tests {
             (
                 &[
                     ("CLUSTER_NAMES", "a"),
+                    (
+                        "USERNAME_TEMPLATE_ROLE",
+                        "{{AccountID}}:{{RoleName}}:{{SessionNameRaw}}",
+                    ),
+                ],
+                Ok(()),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("USERNAME_TEMPLATE_ROLE", "{{UserName}}"),
+                ],
+                Err("USERNAME_TEMPLATE_ROLE"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("ADMIN_PERMISSION_SETS", "Platform_Admin Read.Only"),
+                    ("ADMIN_IAM_GROUPS", "eks-admins ops@corp"),
+                ],
+                Ok(()),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("ADMIN_PERMISSION_SETS", "Admin,Ops Admin/x"),
+                ],
+                Err("ADMIN_PERMISSION_SETS"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("ADMIN_PERMISSION_SETS", &"x".repeat(33)),
+                ],
+                Err("1-32"),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("ADMIN_IAM_GROUPS", "a/b")],
+                Err("ADMIN_IAM_GROUPS"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    (
+                        "FUNCTION_ROLE_ARN",
+                        "arn:aws:iam::123456789012:role/service/fn",
+                    ),
+                ],
+                Ok(()),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("FUNCTION_ROLE_ARN", "arn:aws:iam::123456789012:user/fn"),
+                ],
+                Err("FUNCTION_ROLE_ARN"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
                     ("ADMIN_GROUPS", "system:masters  ops"),
                 ],
                 Ok(()),

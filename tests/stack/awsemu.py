@@ -369,6 +369,19 @@ def bulk_users(body, region):
         backend.create_user(region_name=region, user_name=f"{prefix}{i:05d}", path="/", tags=tags)
 
 
+def bulk_roles(body):
+    """Roles people assume, `tagged` of them carrying the admin tag, under `path`."""
+    backend = _iam_backend()
+    prefix, count, tagged = body.get("prefix", "role"), int(body["count"]), int(body.get("tagged", 0))
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                                "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]})
+    for i in range(count):
+        tags = [{"Key": body.get("tag_key", "eks-cluster-admin"), "Value": "true"}] if i < tagged else []
+        backend.create_role(role_name=f"{prefix}{i:05d}", assume_role_policy_document=trust,
+                            path=body.get("path", "/"), permissions_boundary=None, description="", tags=tags,
+                            max_session_duration="3600", linked_service=None)
+
+
 def _classify(environ):
     """A short 'service:Action' label for counting."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -530,6 +543,8 @@ class App:
             out = sso_role(method, body)
         elif path == "/_emu/iam/bulk-users" and method == "POST":
             bulk_users(body, self.region)
+        elif path == "/_emu/iam/bulk-roles" and method == "POST":
+            bulk_roles(body)
         elif path.startswith("/_emu/eks/") and path.endswith("/authz") and method == "GET":
             q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
             out = eks_access.authz(path[len("/_emu/eks/"):-len("/authz")], q.get("arn", ""), q.get("id", ""))
