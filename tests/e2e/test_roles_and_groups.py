@@ -91,6 +91,8 @@ def test_a_tagged_role_under_a_path_is_admin_on_every_mode_and_untag_revokes(st)
         assert node_authenticates(st, c), c
     assert st.get_aws_auth("cm")["data"]["mapRoles"] == before
     assert {r["action"] for r in audit_records(err)} == {"revoke"}
+    assert {r["principalKind"] for r in audit_records(err)} == {"role"}
+    assert {m["Cluster"]: m["Revoked"] for m in metric_lines(err)} == {c: 1 for c in MODES}
 
 
 def test_delete_role_removes_the_grant_at_once_and_a_recreated_role_gets_a_fresh_entry(st):
@@ -247,8 +249,7 @@ def test_group_members_are_admins_on_the_membership_events(st):
     records = [r for r in audit_records(err) if r["action"] == "grant"]
     assert {r["source"] for r in records} == {"iam-group:platform-admins"}
     assert {r["principalKind"] for r in records} == {"user"}
-    grants = [m for m in metric_lines(err)]
-    assert grants, err
+    assert {m["Cluster"]: m["Granted"] for m in metric_lines(err)} == {c: 1 for c in MODES}
 
     iam.remove_user_from_group(GroupName="platform-admins", UserName="dave")
     rc, report, err = st.handle_event("remove-user-from-group.json", env)
@@ -277,6 +278,9 @@ def test_a_typo_in_admin_iam_groups_removes_nothing_and_names_the_rule(st):
         assert r["removed"] == []
         assert can_admin(st, c, dave), c
     assert "source-yields-nobody" in err
+    assert {m["Cluster"]: m["Guarded"] for m in metric_lines(err)} == {c: 1 for c in MODES}
+    guards = [r for r in audit_records(err) if r["action"] == "guard"]
+    assert {(r["principal"], r["principalKind"]) for r in guards} == {(f"arn:aws:iam::{ACCOUNT}:user/dave", "user")}
 
 
 def test_renaming_an_admin_group_is_a_full_reconcile(st):
