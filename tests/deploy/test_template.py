@@ -315,7 +315,10 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
 
     want_match = {"tag-user.json", "untag-user.json", "create-user-with-tags.json", "delete-user.json",
                   "update-user-rename.json", "update-user-path.json", "tag-user-failed.json",
-                  "malformed-no-username.json"}
+                  "malformed-no-username.json", "create-role.json", "create-role-with-tags.json",
+                  "create-role-sso.json", "delete-role-sso.json", "tag-role.json", "untag-role.json",
+                  "delete-role.json", "add-user-to-group.json", "remove-user-from-group.json",
+                  "update-group-rename.json", "delete-group.json"}
     checked = set()
     for path in sorted(glob.glob(os.path.join(REPO, "events", "*.json"))):
         with open(path) as f:
@@ -330,4 +333,4 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
             sqs.delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
         assert bool(got) == (name in want_match), f"{name}: matched={bool(got)}"
         checked.add(name)
-    assert want_match <= checked and {"s3-put-object.json", "scheduled.json", "create-role.json"} <= checked
+    assert want_match <= checked and {"s3-put-object.json", "scheduled.json", "update-role.json"} <= checked
