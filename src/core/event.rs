@@ -582,6 +582,30 @@ mod tests {
     }
 
     #[test]
+    fn every_handled_event_name_is_acted_on() {
+        use serde_json::json;
+        for name in handled_event_names() {
+            let ev = json!({"detail-type":"AWS API Call via CloudTrail","source":"aws.iam","detail":
+                {"eventSource":"iam.amazonaws.com","eventName":name,
+                 "requestParameters":{"userName":"u","roleName":"r","groupName":"g"}}});
+            let action = parse(&ev).map(|i| i.action);
+            match action {
+                Ok(Action::ReconcileAll) => assert!(GROUP_EVENT_NAMES.contains(&name)),
+                Ok(Action::ReconcileNamed(n)) => {
+                    let want = if ROLE_EVENT_NAMES.contains(&name) {
+                        Named::role("r")
+                    } else {
+                        Named::user("u")
+                    };
+                    assert_eq!(n, vec![want], "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(handled_event_names().count(), 13);
+    }
+
+    #[test]
     fn provenance_is_kept() {
         let i = parse_bytes(&sample("tag-user.json")).unwrap();
         let t = &i.trigger;
