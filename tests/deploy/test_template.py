@@ -281,7 +281,9 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     assert change["Resource"] == entries and associate["Resource"] == entries
     assert tag["Resource"] == entries and update["Resource"] == entries
     assert create["Condition"]["ForAnyValue:StringEquals"]["eks:kubernetesGroups"] == "eks-admin-sync:default"
-    assert create["Condition"]["ArnLike"]["eks:principalArn"] == "arn:aws:iam::123456789012:user/*"
+    assert create["Condition"]["ArnLike"]["eks:principalArn"] == ["arn:aws:iam::123456789012:user/*",
+                                                                 "arn:aws:iam::123456789012:role/*"]
+    assert create["Condition"]["ArnNotLike"]["eks:principalArn"] == "arn:aws:iam::123456789012:role/aws-service-role/*"
     assert associate["Condition"]["ArnLike"]["eks:policyArn"] == [
         "arn:*:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
     assert create["Condition"]["StringEquals"]["aws:RequestTag/eks-admin-sync"] == "default"
