@@ -2,8 +2,9 @@
 //! them (one JSON line each) and the report carries them.
 //!
 //! Audit record schema (`"audit": "eks-admin-sync/v1"`), one per grant, revoke, update, skip and guard:
-//! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `update` | `skip` | `guard` |
-//! `migrate`: an `aws-auth` mapping removed because the principal's access entry now holds its grant),
+//! `time`, `deployment`, `cluster`, `store`, `action` (`grant` | `revoke` | `expire` (a revoke because the
+//! grant's expiry passed) | `update` | `skip` | `guard` | `migrate`: an `aws-auth` mapping removed because the
+//! principal's access entry now holds its grant),
 //! `principal` (ARN), `principalKind` (`user` or `role`), `source` (what makes it an admin:
 //! `tag:<ADMIN_TAG_KEY>`, `permission-set:<NAME>` or `iam-group:<NAME>`, on grants and updates), `principalId`
 //! (the IAM user or role id, `AIDA…` / `AROA…`, when known), `username`, `usernameBefore` (updates that change it), `groupsBefore`, `groupsAfter`,
@@ -12,8 +13,8 @@
 //! `sourceIp`).
 //!
 //! Metrics are CloudWatch Embedded Metric Format lines: namespace [`NAMESPACE`], dimensions
-//! `[Deployment, Cluster]` and `[Deployment]`, metrics Granted, Revoked, Updated, Migrated, Skipped, Guarded,
-//! Failed (counts) and Duration (milliseconds), one line per cluster and invocation.
+//! `[Deployment, Cluster]` and `[Deployment]`, metrics Granted, Revoked, Expired, Updated, Migrated, Skipped,
+//! Guarded, Failed (counts) and Duration (milliseconds), one line per cluster and invocation.
 
 use crate::core::event::Trigger;
 use crate::core::grants::{Grant, PrincipalKind, Source};
@@ -24,8 +25,8 @@ use serde_json::{Value, json};
 
 pub const SCHEMA: &str = "eks-admin-sync/v1";
 pub const NAMESPACE: &str = "EksAdminSync";
-pub const METRICS: [&str; 7] = [
-    "Granted", "Revoked", "Updated", "Migrated", "Skipped", "Guarded", "Failed",
+pub const METRICS: [&str; 8] = [
+    "Granted", "Revoked", "Expired", "Updated", "Migrated", "Skipped", "Guarded", "Failed",
 ];
 /// The store name on records of retired `aws-auth` mappings (on a cluster access entries serve).
 pub const AWS_AUTH: &str = "aws-auth";
@@ -71,6 +72,15 @@ pub struct Context<'a> {
     pub dry_run: bool,
     pub applied: bool,
     pub trigger: &'a Trigger,
+    /// ARNs whose tag grant expired: their removal is audited as `expire`.
+    pub expired: &'a [String],
+}
+
+/// Why an expired grant is removed.
+const EXPIRED: &str = "the grant's expiry (the expiry tag) has passed";
+
+fn is_expired(expired: &[String], arn: &str) -> bool {
+    expired.iter().any(|a| a.eq_ignore_ascii_case(arn))
 }
 
 impl Context<'_> {
@@ -133,13 +143,18 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
                 groups_after: Some(to.groups.clone()),
                 ..ctx.record("update", &to.arn)
             },
-            Change::Remove(g) => AuditRecord {
-                principal_id: g.id.clone(),
-                username: Some(g.username.clone()),
-                groups_before: Some(g.groups.clone()),
-                reason: replaced(&g.arn).or_else(|| forced.clone()),
-                ..ctx.record("revoke", &g.arn)
-            },
+            Change::Remove(g) => {
+                let expiry = is_expired(ctx.expired, &g.arn);
+                AuditRecord {
+                    principal_id: g.id.clone(),
+                    username: Some(g.username.clone()),
+                    groups_before: Some(g.groups.clone()),
+                    reason: replaced(&g.arn)
+                        .or_else(|| forced.clone())
+                        .or_else(|| expiry.then(|| EXPIRED.to_string())),
+                    ..ctx.record(if expiry { "expire" } else { "revoke" }, &g.arn)
+                }
+            }
         };
         out.push(r);
     }
@@ -156,6 +171,8 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
                     "moved to an access entry: the aws-auth mapping is removed once the entry and its access \
                      policies are in place"
                         .into()
+                } else if is_expired(ctx.expired, &g.arn) {
+                    EXPIRED.into()
                 } else {
                     forced.clone().unwrap_or_else(|| {
                         "aws-auth mapping revoked (in API_AND_CONFIG_MAP mode EKS still reads aws-auth for a \
@@ -163,7 +180,16 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
                             .into()
                     })
                 }),
-                ..ctx.record(if moved { "migrate" } else { "revoke" }, &g.arn)
+                ..ctx.record(
+                    if moved {
+                        "migrate"
+                    } else if is_expired(ctx.expired, &g.arn) {
+                        "expire"
+                    } else {
+                        "revoke"
+                    },
+                    &g.arn,
+                )
             });
         }
         for sk in &r.plan.skipped {
@@ -223,7 +249,10 @@ pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<Audit
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub granted: usize,
+    /// Removals that are not expiries.
     pub revoked: usize,
+    /// Removals because a grant's expiry passed.
+    pub expired: usize,
     pub updated: usize,
     /// `aws-auth` mappings moved to access entries.
     pub migrated: usize,
@@ -235,7 +264,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn of(plan: &Plan, guard: Option<&Guarded>) -> Self {
+    pub fn of(plan: &Plan, guard: Option<&Guarded>, expired: &[String]) -> Self {
         let mut c = Counts {
             skipped: plan.skipped.len(),
             guarded: usize::from(guard.is_some_and(|g| !g.forced)),
@@ -245,6 +274,7 @@ impl Counts {
             match ch {
                 Change::Add(_) => c.granted += 1,
                 Change::Update { .. } => c.updated += 1,
+                Change::Remove(g) if is_expired(expired, &g.arn) => c.expired += 1,
                 Change::Remove(_) => c.revoked += 1,
             }
         }
@@ -256,7 +286,13 @@ impl Counts {
                 .iter()
                 .filter(|ch| r.migrated.contains(&ch.grant().arn))
                 .count();
-            c.revoked += r.revocations().count();
+            for g in r.revocations() {
+                if is_expired(expired, &g.arn) {
+                    c.expired += 1;
+                } else {
+                    c.revoked += 1;
+                }
+            }
         }
         c
     }
@@ -288,6 +324,7 @@ pub fn metric_line(
         "Cluster": cluster,
         "Granted": counts.granted,
         "Revoked": counts.revoked,
+        "Expired": counts.expired,
         "Updated": counts.updated,
         "Migrated": counts.migrated,
         "Skipped": counts.skipped,
@@ -328,6 +365,7 @@ mod tests {
             dry_run: false,
             applied: true,
             trigger: &trigger,
+            expired: &[],
         };
         let plan = Plan {
             changes: vec![
@@ -390,7 +428,7 @@ mod tests {
         assert_eq!(v[1].get("source"), None);
         assert!(v.iter().all(|x| x["principalKind"] == "user"));
 
-        let c = Counts::of(&plan, Some(&guard));
+        let c = Counts::of(&plan, Some(&guard), &[]);
         assert_eq!(
             (c.granted, c.updated, c.revoked, c.skipped, c.guarded),
             (1, 1, 1, 1, 1)

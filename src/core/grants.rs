@@ -153,6 +153,10 @@ pub struct Grant {
     /// EKS access policies (access entries only; empty for `aws-auth`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<AccessPolicy>,
+    /// When a tag grant expires (RFC 3339 UTC, from `ADMIN_EXPIRY_TAG_KEY`); `None`: it does not. Not
+    /// written to any store: IAM says it, and the run at that time revokes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// The grants for one cluster, plus why some tagged users were left out.
@@ -160,6 +164,79 @@ pub struct Grant {
 pub struct Desired {
     pub grants: Vec<Grant>,
     pub notes: Vec<String>,
+    /// ARNs whose tag grant has expired (and that nothing else makes an admin): their removal is an
+    /// expiry, audited as `expire`.
+    pub expired: Vec<String>,
+}
+
+impl Desired {
+    /// The earliest expiry among the grants, if any expires.
+    pub fn next_expiry(&self) -> Option<&str> {
+        self.grants
+            .iter()
+            .filter_map(|g| g.expires.as_deref())
+            .min()
+    }
+}
+
+/// An expiry as the grant and the notes write it.
+fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Why a tag grant is not (or no longer) in effect, from its expiry tag.
+enum Refused {
+    /// The expiry has passed: the grant's removal is an expiry.
+    Expired(String),
+    /// The value cannot be read, or is further away than `MAX_GRANT_HOURS` allows.
+    Invalid(String),
+}
+
+/// The expiry of a tag grant: `Ok(None)` when it does not expire.
+fn expiry_of(
+    p: &Principal,
+    settings: &Settings,
+    now: jiff::Timestamp,
+) -> Result<Option<jiff::Timestamp>, Refused> {
+    let key = &settings.expiry_tag_key;
+    let Some(raw) = p.tag_value(key) else {
+        return match settings.max_grant {
+            Some(max) => Err(Refused::Invalid(format!(
+                "has no {key} tag, and MAX_GRANT_HOURS={} requires every grant to expire; not an admin",
+                max.as_secs() / 3600
+            ))),
+            None => Ok(None),
+        };
+    };
+    let v = raw.trim();
+    let t = v
+        .strip_suffix('Z')
+        .filter(|_| v.len() >= 20 && v.as_bytes().get(10) == Some(&b'T'))
+        .and_then(|_| v.parse::<jiff::Timestamp>().ok())
+        .ok_or_else(|| {
+            Refused::Invalid(format!(
+                "tag {key}={raw:?} is not an RFC 3339 UTC time such as 2026-12-02T18:00:00Z; not an admin"
+            ))
+        })?;
+    if t <= now {
+        return Err(Refused::Expired(format!(
+            "tag {key}={raw:?}: the grant expired at {}; not an admin",
+            rfc3339(t)
+        )));
+    }
+    if let Some(max) = settings.max_grant
+        && let Ok(limit) = now.checked_add(jiff::SignedDuration::from_secs(
+            i64::try_from(max.as_secs()).unwrap_or(i64::MAX),
+        ))
+        && t > limit
+    {
+        return Err(Refused::Invalid(format!(
+            "tag {key}={raw:?} is further away than MAX_GRANT_HOURS={} allows (until {}); not an admin",
+            max.as_secs() / 3600,
+            rfc3339(limit)
+        )));
+    }
+    Ok(Some(t))
 }
 
 /// An ARN that compares, orders and hashes ignoring ASCII case, as EKS matches ARNs: the same order and
@@ -340,9 +417,51 @@ fn never_admin(p: &Principal, settings: &Settings) -> Option<&'static str> {
     None
 }
 
-/// What makes `p` an admin on `cluster`, if anything: its tag first, then its permission set, then its
-/// first admin group. Notes say why a tag value was (partly) ignored.
+/// What one principal is on one cluster.
+#[derive(Default)]
+struct Verdict {
+    source: Option<Source>,
+    /// The tag grant's expiry.
+    expires: Option<String>,
+    /// The tag granted this cluster until an expiry that has passed.
+    expired: bool,
+}
+
+/// What makes `p` an admin on `cluster`, if anything: its tag first (while its expiry has not passed),
+/// then its permission set, then its first admin group. Notes say why a tag was (partly) ignored.
 fn admin_source(
+    p: &Principal,
+    settings: &Settings,
+    cluster: &str,
+    now: jiff::Timestamp,
+    notes: &mut Vec<String>,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    let kind = match p.kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::Role => "role",
+    };
+    if let Some(source) = tag_source(p, settings, cluster, notes) {
+        match expiry_of(p, settings, now) {
+            Ok(t) => {
+                verdict.source = Some(source);
+                verdict.expires = t.map(rfc3339);
+                return verdict;
+            }
+            Err(Refused::Expired(n)) => {
+                notes.push(format!("{kind} {}: {n}", p.name));
+                verdict.expired = true;
+            }
+            Err(Refused::Invalid(n)) => notes.push(format!("{kind} {}: {n}", p.name)),
+        }
+    }
+    verdict.source = other_source(p, settings);
+    verdict.expired &= verdict.source.is_none();
+    verdict
+}
+
+/// The tag source, when the tag names `cluster` (and the principal may be an admin at all).
+fn tag_source(
     p: &Principal,
     settings: &Settings,
     cluster: &str,
@@ -371,6 +490,11 @@ fn admin_source(
             return Some(Source::Tag(settings.tag_key.clone()));
         }
     }
+    None
+}
+
+/// A source by name: the permission set a role was made for, or an admin group a user is in.
+fn other_source(p: &Principal, settings: &Settings) -> Option<Source> {
     // Names match exactly, as the SCP's group ARNs do (IAM compares ARNs case-sensitively in policies).
     if let Some(set) = p.permission_set()
         && let Some(named) = settings.permission_sets.iter().find(|s| *s == set)
@@ -427,22 +551,31 @@ fn grant_of_principal(p: &Principal, source: Source, settings: &Settings) -> Res
         groups: settings.groups.clone(),
         id: p.id.clone(),
         policies: Vec::new(),
+        expires: None,
     })
 }
 
-/// Grants for `cluster` from the given principals (ARNs as IAM gives them, paths included).
+/// Grants for `cluster` from the given principals (ARNs as IAM gives them, paths included), at `now`.
 pub fn desired_for_cluster(
     principals: &[Principal],
     settings: &Settings,
     cluster: &str,
+    now: jiff::Timestamp,
 ) -> Desired {
     let mut out = Desired::default();
     for p in principals {
-        let Some(source) = admin_source(p, settings, cluster, &mut out.notes) else {
+        let v = admin_source(p, settings, cluster, now, &mut out.notes);
+        if v.expired {
+            out.expired.push(p.arn.clone());
+        }
+        let Some(source) = v.source else {
             continue;
         };
         match grant_of_principal(p, source, settings) {
-            Ok(g) => out.grants.push(g),
+            Ok(g) => out.grants.push(Grant {
+                expires: v.expires,
+                ..g
+            }),
             Err(note) => out.notes.push(note),
         }
     }
@@ -465,6 +598,11 @@ pub fn aws_auth_grants(desired: &Desired) -> Desired {
     Desired {
         grants,
         notes: desired.notes.clone(),
+        expired: desired
+            .expired
+            .iter()
+            .map(|a| aws_auth_arn(a).into_owned())
+            .collect(),
     }
 }
 
@@ -484,6 +622,7 @@ pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
     let mut out = Desired {
         grants: Vec::with_capacity(desired.grants.len()),
         notes: Vec::new(),
+        expired: desired.expired.clone(),
     };
     for g in &desired.grants {
         let lower = g.username.to_ascii_lowercase();
@@ -510,6 +649,9 @@ pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The time the tests run at.
+    const NOW: jiff::Timestamp = jiff::Timestamp::constant(1_796_000_000, 0);
 
     #[test]
     fn principal_kind_and_path_from_the_arn() {
@@ -641,7 +783,7 @@ mod tests {
                 groups: vec![],
             },
         ];
-        let prod = desired_for_cluster(&users, &s, "prod");
+        let prod = desired_for_cluster(&users, &s, "prod", NOW);
         let arns: Vec<&str> = prod.grants.iter().map(|m| m.arn.as_str()).collect();
         assert_eq!(
             arns,
@@ -663,7 +805,7 @@ mod tests {
                 .any(|n| n.contains("eve") && n.contains("not a user ARN"))
         );
 
-        let staging = desired_for_cluster(&users, &s, "staging");
+        let staging = desired_for_cluster(&users, &s, "staging", NOW);
         let names: Vec<&str> = staging.grants.iter().map(|m| m.username.as_str()).collect();
         assert_eq!(names, vec!["amy", "zed"]);
     }
@@ -676,7 +818,12 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        let d = desired_for_cluster(&[user("amy", &[("eks-cluster-admin", "true")])], &s, "prod");
+        let d = desired_for_cluster(
+            &[user("amy", &[("eks-cluster-admin", "true")])],
+            &s,
+            "prod",
+            NOW,
+        );
         assert_eq!(d.grants[0].username, "123456789012:amy");
     }
 
@@ -694,6 +841,7 @@ mod tests {
             &[user("amy", &tagged), user("system:bob", &tagged)],
             &s,
             "prod",
+            NOW,
         );
         let e = access_entry_grants(&d, &s);
         assert_eq!(e.grants.len(), 1);
@@ -795,7 +943,7 @@ mod tests {
             erin,
             fay,
         ];
-        let prod = desired_for_cluster(&principals, &s, "prod");
+        let prod = desired_for_cluster(&principals, &s, "prod", NOW);
         let got: Vec<(&str, String, &str)> = prod
             .grants
             .iter()
@@ -835,7 +983,7 @@ mod tests {
         assert!(prod.notes.iter().any(|n| n.contains("service-linked")));
         assert!(prod.notes.iter().any(|n| n.contains("own role")));
         // The tagged role names prod only; the permission set and the group grant every cluster.
-        let staging = desired_for_cluster(&principals, &s, "staging");
+        let staging = desired_for_cluster(&principals, &s, "staging", NOW);
         assert_eq!(staging.grants.len(), 2);
         // aws-auth holds the roles without their path, in its own order.
         let aws = aws_auth_grants(&prod);
@@ -854,6 +1002,104 @@ mod tests {
         assert!(!ps.could_grant(&aws.grants[1]));
         assert!(Source::IamGroup("x".into()).could_grant(&aws.grants[2]));
         assert!(!Source::IamGroup("x".into()).could_grant(&aws.grants[1]));
+    }
+
+    #[test]
+    fn tag_grants_expire() {
+        let at = |secs: i64| {
+            rfc3339(
+                NOW.checked_add(jiff::SignedDuration::from_secs(secs))
+                    .unwrap(),
+            )
+        };
+        let s = |extra: &[(&'static str, &'static str)]| {
+            let extra = extra.to_vec();
+            Settings::from_lookup(move |k| match k {
+                "CLUSTER_NAMES" => Some("prod".into()),
+                other => extra
+                    .iter()
+                    .find(|(e, _)| *e == other)
+                    .map(|(_, v)| v.to_string()),
+            })
+            .unwrap()
+        };
+        let tagged = |name: &str, expiry: Option<&str>| {
+            let mut tags = vec![("eks-cluster-admin", "true")];
+            if let Some(e) = expiry {
+                tags.push(("eks-cluster-admin-expires", e));
+            }
+            user(name, &tags)
+        };
+        let soon = at(3600);
+        let later = at(3 * 24 * 3600);
+        let past = at(-1);
+        let mut grouped = tagged("gus", Some(&past));
+        grouped.groups = vec!["platform-admins".into()];
+        let principals = vec![
+            tagged("ann", Some(&soon)),
+            tagged("ben", None),
+            tagged("cat", Some(&past)),
+            tagged("dan", Some("tomorrow")),
+            tagged("eve", Some("2026-12-02T18:00:00+01:00")),
+            tagged("fay", Some(&later)),
+            grouped,
+        ];
+        let plain = s(&[("ADMIN_IAM_GROUPS", "platform-admins")]);
+        let d = desired_for_cluster(&principals, &plain, "prod", NOW);
+        let got: Vec<(&str, Option<&str>)> = d
+            .grants
+            .iter()
+            .map(|g| (g.username.as_str(), g.expires.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ann", Some(soon.as_str())),
+                ("ben", None),
+                ("fay", Some(later.as_str())),
+                ("gus", None),
+            ]
+        );
+        assert_eq!(
+            d.grants[3].source,
+            Some(Source::IamGroup("platform-admins".into()))
+        );
+        assert_eq!(d.next_expiry(), Some(soon.as_str()));
+        // Only cat's removal is an expiry: gus is still an admin through the group.
+        assert_eq!(d.expired, vec![user("cat", &[]).arn]);
+        let note = |who: &str| {
+            d.notes
+                .iter()
+                .find(|n| n.contains(who))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(note("cat").contains("expired at"), "{}", note("cat"));
+        assert!(
+            note("dan").contains("not an RFC 3339 UTC time"),
+            "{}",
+            note("dan")
+        );
+        assert!(
+            note("eve").contains("not an RFC 3339 UTC time"),
+            "an offset is not UTC"
+        );
+        // MAX_GRANT_HOURS: further away, or no expiry at all, is refused (never an expiry).
+        let capped = s(&[("MAX_GRANT_HOURS", "24")]);
+        let d = desired_for_cluster(&principals[..3], &capped, "prod", NOW);
+        let names: Vec<&str> = d.grants.iter().map(|g| g.username.as_str()).collect();
+        assert_eq!(names, vec!["ann"]);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("ben") && n.contains("requires every grant to expire"))
+        );
+        let d = desired_for_cluster(&principals[5..6], &capped, "prod", NOW);
+        assert!(d.grants.is_empty() && d.expired.is_empty());
+        assert!(d.notes[0].contains("MAX_GRANT_HOURS=24"), "{:?}", d.notes);
+        // The expiry is a grant's, in either store's form.
+        let roles = aws_auth_grants(&desired_for_cluster(&principals, &plain, "prod", NOW));
+        assert_eq!(roles.expired, vec![user("cat", &[]).arn]);
     }
 
     proptest::proptest! {

@@ -189,7 +189,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             return Ok(report);
         };
         // Phase 2: grants, once per invocation.
-        let grants = self.grants(&facts.principals, &mut report);
+        let grants = self.grants(&facts.principals, &mut report, clock.now);
         let budget = Budget::new(&self.settings, clock);
         // Phase 3: read and plan every cluster, concurrently; the guard sees every plan.
         let phases = self.read_and_plan(&facts, &grants, &budget).await;
@@ -203,7 +203,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         };
         let outcomes = self.apply_all(phases, &run).await;
         // Phase 5: report, audit records and metrics.
-        self.finish(report, outcomes, &intent.trigger, clock)
+        self.finish(report, outcomes, &grants, &intent.trigger, clock)
     }
 
     /// Who IAM says is what: every principal (a full reconcile) or the named ones, and what the stores must
@@ -313,12 +313,13 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
     }
 
     /// The grants of every managed cluster, in both shapes (a store's cluster state says which it holds).
-    fn grants(&self, principals: &[Principal], report: &mut Report) -> Grants {
+    fn grants(&self, principals: &[Principal], report: &mut Report, now: SystemTime) -> Grants {
         let s = &self.settings;
+        let now = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let desired: Vec<Desired> = s
             .clusters
             .iter()
-            .map(|c| desired_for_cluster(principals, s, c))
+            .map(|c| desired_for_cluster(principals, s, c, now))
             .collect();
         let policies = desired.iter().map(|d| access_entry_grants(d, s)).collect();
         let groups: Vec<Desired> = desired.iter().map(aws_auth_grants).collect();
@@ -454,6 +455,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         &self,
         mut report: Report,
         outcomes: Vec<Outcome>,
+        grants: &Grants,
         trigger: &Trigger,
         clock: Clock,
     ) -> Result<Report, ReconcileError> {
@@ -465,7 +467,8 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let mut problems = Vec::new();
-        for (cluster, outcome) in self.settings.clusters.iter().zip(outcomes) {
+        for (i, (cluster, outcome)) in self.settings.clusters.iter().zip(outcomes).enumerate() {
+            let expired = grants.expired(i);
             let ctx = audit::Context {
                 time: &time,
                 deployment: &self.settings.deployment_id,
@@ -474,12 +477,13 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 dry_run: report.dry_run,
                 applied: !outcome.landed.is_empty(),
                 trigger,
+                expired: &expired,
             };
             let (r, shown) = cluster_report(&ctx, outcome);
             report
                 .audit
                 .extend(audit::records(&ctx, &shown.plan, shown.guard.as_ref()));
-            let mut counts = Counts::of(&shown.plan, shown.guard.as_ref());
+            let mut counts = Counts::of(&shown.plan, shown.guard.as_ref(), &expired);
             counts.failed = usize::from(r.status == Status::Failed);
             report.metrics.push(audit::metric_line(
                 ts_ms,
@@ -558,6 +562,15 @@ impl Grants {
 
     fn for_state(&self, i: usize, state: &ClusterState) -> &[Grant] {
         self.of(i, state.form)
+    }
+
+    /// The ARNs whose tag grant expired on cluster `i`, in both forms (a migrating cluster holds both).
+    fn expired(&self, i: usize) -> Vec<String> {
+        let mut out = self.groups[i].expired.clone();
+        out.extend(self.policies[i].expired.iter().cloned());
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The notes of the access-policy form, once any cluster holds that form.
@@ -1102,6 +1115,71 @@ mod tests {
             .unwrap();
         assert_eq!(forced.clusters[0].removed.len(), 4);
         assert!(r.store.clusters.lock().unwrap()["prod"].is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_expired_grant_is_revoked_as_an_expiry_and_counts_for_the_guard() {
+        let expiring = |name: &str, when: &str| {
+            let mut p = admin(name, "true");
+            p.tags
+                .push(("eks-cluster-admin-expires".into(), when.into()));
+            p
+        };
+        let clock = |s: &str| Clock {
+            now: SystemTime::from(s.parse::<jiff::Timestamp>().unwrap()),
+            lambda_deadline: None,
+        };
+        let users = vec![
+            expiring("a", "2026-12-02T18:00:00Z"),
+            expiring("b", "2026-12-02T18:00:00Z"),
+            admin("c", "true"),
+        ];
+        let r = rec("prod", &[("MAX_REMOVALS", "1")], users, false);
+        // Before the expiry: granted, and the report says until when.
+        let before = r
+            .handle(&full(), clock("2026-12-02T17:59:59Z"))
+            .await
+            .unwrap();
+        assert_eq!(before.clusters[0].added.len(), 3);
+        let grant = before
+            .audit
+            .iter()
+            .find(|a| a.principal.ends_with("/a"))
+            .unwrap();
+        assert_eq!(grant.action, "grant");
+        // At the expiry: two removals, over MAX_REMOVALS=1: an expiry is a removal like any other.
+        let e = r
+            .handle(&full(), clock("2026-12-02T18:00:00Z"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("max-removals"), "{e}");
+        assert_eq!(r.store.clusters.lock().unwrap()["prod"].len(), 3);
+        // Forced: both go, audited as `expire` and counted as Expired, not Revoked.
+        let report = r
+            .handle(
+                &serde_json::json!({"action": "reconcile", "force": true}),
+                clock("2026-12-02T18:00:01Z"),
+            )
+            .await
+            .unwrap();
+        let actions: Vec<&str> = report.audit.iter().map(|a| a.action).collect();
+        assert_eq!(actions, ["expire", "expire"], "{:?}", report.audit);
+        assert!(
+            report.audit[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("force")),
+            "a forced expiry says it was forced"
+        );
+        assert_eq!(report.metrics[0]["Expired"], 2);
+        assert_eq!(report.metrics[0]["Revoked"], 0);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("expired at 2026-12-02T18:00:00Z"))
+        );
+        assert_eq!(r.store.clusters.lock().unwrap()["prod"].len(), 1);
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ pub const DEFAULT_USERNAME_TEMPLATE: &str = "{{UserName}}";
 /// policy so that it names a person, see the README).
 pub const DEFAULT_USERNAME_TEMPLATE_ROLE: &str = "{{RoleName}}:{{SessionName}}";
 
+/// The longest grant `MAX_GRANT_HOURS` may allow (a year).
+pub const MAX_GRANT_HOURS_LIMIT: u64 = 24 * 366;
+
 /// Removals one full reconcile may make on one cluster before the guard refuses them, unless
 /// `MAX_REMOVALS` says otherwise (`0`: no cap).
 pub const DEFAULT_MAX_REMOVALS: usize = 10;
@@ -112,6 +115,12 @@ pub struct Settings {
     pub iam_groups: Vec<String>,
     /// The function's own role name (from `FUNCTION_ROLE_ARN`): never an admin, whatever it carries.
     pub function_role: Option<String>,
+    /// The tag holding a tag grant's expiry, an RFC 3339 UTC time (`ADMIN_EXPIRY_TAG_KEY`, default the
+    /// admin tag key + `-expires`).
+    pub expiry_tag_key: String,
+    /// The longest a tag grant may last (`MAX_GRANT_HOURS`): when set, a tag grant without an expiry, or
+    /// with one further away, is refused. `None`: no limit.
+    pub max_grant: Option<Duration>,
 }
 
 impl Settings {
@@ -150,6 +159,32 @@ impl Settings {
                 reason: "IAM tag keys have at most 128 characters".into(),
             });
         }
+
+        let expiry_tag_key =
+            non_empty(&get, "ADMIN_EXPIRY_TAG_KEY").unwrap_or_else(|| format!("{tag_key}-expires"));
+        if expiry_tag_key.len() > 128 || expiry_tag_key.eq_ignore_ascii_case(&tag_key) {
+            return Err(ConfigError::Invalid {
+                var: "ADMIN_EXPIRY_TAG_KEY",
+                value: expiry_tag_key,
+                reason: "expected an IAM tag key (at most 128 characters) other than ADMIN_TAG_KEY"
+                    .into(),
+            });
+        }
+        let max_grant = match non_empty(&get, "MAX_GRANT_HOURS") {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(h @ 1..=MAX_GRANT_HOURS_LIMIT) => Some(Duration::from_secs(h * 3600)),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "MAX_GRANT_HOURS",
+                        value: v,
+                        reason: format!(
+                            "expected whole hours from 1 to {MAX_GRANT_HOURS_LIMIT}, or unset for no limit"
+                        ),
+                    });
+                }
+            },
+        };
 
         let groups_raw = non_empty(&get, "ADMIN_GROUPS").unwrap_or_else(|| DEFAULT_GROUPS.into());
         let groups: Vec<String> = groups_raw.split_whitespace().map(str::to_string).collect();
@@ -280,6 +315,8 @@ impl Settings {
             permission_sets,
             iam_groups,
             function_role,
+            expiry_tag_key,
+            max_grant,
         })
     }
 
@@ -494,6 +531,12 @@ mod tests {
         assert_eq!(s.cluster_timeout, Duration::from_secs(20));
         assert_eq!(s.deployment_id, "default");
         assert_eq!(s.access_store, AccessStore::Auto);
+        assert_eq!(s.expiry_tag_key, "eks-cluster-admin-expires");
+        assert_eq!(s.max_grant, None);
+        assert_eq!(s.role_username_template, "{{RoleName}}:{{SessionName}}");
+        assert!(
+            s.permission_sets.is_empty() && s.iam_groups.is_empty() && s.function_role.is_none()
+        );
         assert_eq!(
             s.access_policies,
             vec![AccessPolicy {
@@ -645,6 +688,22 @@ mod tests {
                     ("FUNCTION_ROLE_ARN", "arn:aws:iam::123456789012:user/fn"),
                 ],
                 Err("FUNCTION_ROLE_ARN"),
+            ),
+            (&[("CLUSTER_NAMES", "a"), ("MAX_GRANT_HOURS", "12")], Ok(())),
+            (
+                &[("CLUSTER_NAMES", "a"), ("MAX_GRANT_HOURS", "0")],
+                Err("MAX_GRANT_HOURS"),
+            ),
+            (
+                &[("CLUSTER_NAMES", "a"), ("MAX_GRANT_HOURS", "8785")],
+                Err("MAX_GRANT_HOURS"),
+            ),
+            (
+                &[
+                    ("CLUSTER_NAMES", "a"),
+                    ("ADMIN_EXPIRY_TAG_KEY", "EKS-Cluster-Admin"),
+                ],
+                Err("ADMIN_EXPIRY_TAG_KEY"),
             ),
             (
                 &[

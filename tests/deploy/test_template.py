@@ -90,7 +90,8 @@ def test_template_facts():
     env = props["Environment"]["Variables"]
     assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL",
                         "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES",
-                        "USERNAME_TEMPLATE_ROLE", "ADMIN_PERMISSION_SETS", "ADMIN_IAM_GROUPS", "FUNCTION_ROLE_ARN"}
+                        "USERNAME_TEMPLATE_ROLE", "ADMIN_PERMISSION_SETS", "ADMIN_IAM_GROUPS", "FUNCTION_ROLE_ARN",
+                        "ADMIN_EXPIRY_TAG_KEY", "MAX_GRANT_HOURS"}
     assert env["FUNCTION_ROLE_ARN"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     # The cluster deadline fits inside the function's timeout, with the function's safety margin.
     assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]

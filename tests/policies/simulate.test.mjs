@@ -14,6 +14,7 @@ const load = (p) => JSON.parse(readFileSync(new URL(p, repo), 'utf8'))
 
 const ACCOUNT = '111122223333'
 const TAG = 'eks-cluster-admin'
+const EXPIRY = `${TAG}-expires`
 const PLATFORM = `arn:aws:iam::${ACCOUNT}:role/PlatformTeamAdmin`
 const PLATFORM_SSO = `arn:aws:iam::${ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_PlatformTeam_0123456789abcdef`
 const DEPLOYER = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-deployer`
@@ -136,7 +137,13 @@ const attacks = [
   ['create the admin group (before the platform does)', { action: 'iam:CreateGroup', resource: ADMIN_GROUP }],
   ['rename a group to the admin name', { action: 'iam:UpdateGroup', resource: ADMIN_GROUP }],
   ['rename or delete the admin group', { action: 'iam:DeleteGroup', resource: ADMIN_GROUP }],
-  ['the admin group under a path', { action: 'iam:AddUserToGroup', resource: `arn:aws:iam::${ACCOUNT}:group/teams/eks-cluster-admins` }]
+  ['the admin group under a path', { action: 'iam:AddUserToGroup', resource: `arn:aws:iam::${ACCOUNT}:group/teams/eks-cluster-admins` }],
+  // Issue 18: the expiry tag. Extending it (or removing it: no expiry at all) is a grant.
+  ['extend an admin\'s expiry', { action: 'iam:TagUser', resource: ALICE, context: { 'aws:TagKeys': [EXPIRY], [`aws:RequestTag/${EXPIRY}`]: '2099-01-01T00:00:00Z' } }],
+  ['remove an admin\'s expiry', { action: 'iam:UntagUser', resource: ALICE, context: { 'aws:TagKeys': [EXPIRY] } }],
+  ['extend a role\'s expiry', { action: 'iam:TagRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: { 'aws:TagKeys': [EXPIRY] } }],
+  ['create a user with an expiry far away', { action: 'iam:CreateUser', resource: BOB, context: { 'aws:TagKeys': [TAG, EXPIRY], 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  ['expiry key in another case', { action: 'iam:TagUser', resource: ALICE, context: { 'aws:TagKeys': ['EKS-Cluster-Admin-Expires'] } }]
 ]
 
 for (const [what, req] of attacks) {
@@ -166,6 +173,7 @@ const allowed = [
   [PLATFORM, 'invoke the function with force', { action: 'lambda:InvokeFunction', resource: FUNCTION }],
   [PLATFORM, 'read the dead letters', { action: 'sqs:ReceiveMessage', resource: QUEUE }],
   [PLATFORM, 'add a member to the admin group', { action: 'iam:AddUserToGroup', resource: ADMIN_GROUP }],
+  [PLATFORM_SSO, 'grant admin until tonight', { action: 'iam:TagUser', resource: BOB, context: { 'aws:TagKeys': [TAG, EXPIRY] } }],
   [PLATFORM_SSO, 'tag a role admin', { action: 'iam:TagRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: tagKey }],
   [ACCOUNT_ADMIN, 'manage groups that are not admin groups', { action: 'iam:AddUserToGroup', resource: `arn:aws:iam::${ACCOUNT}:group/readers` }],
   [DEPLOYER, 'deploy new function code', { action: 'lambda:UpdateFunctionCode', resource: FUNCTION }],
