@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use eks_admin_sync::adapters::aws::{AwsTrust, DIRECTORY_TTL, Directory, Eks, Iam};
 use eks_admin_sync::adapters::cli;
+use eks_admin_sync::adapters::events::EventBus;
 use eks_admin_sync::adapters::kube::KubeClients;
 use eks_admin_sync::adapters::token::{Signer, StsTarget, exec_credential};
 use eks_admin_sync::core::event::{Action, Intent, Trigger};
@@ -23,7 +24,7 @@ use std::time::{Duration, SystemTime};
 #[command(
     name = "eks-admin-sync",
     version,
-    about = "Keeps EKS cluster-admin access (EKS access entries or kube-system/aws-auth, by each cluster's authentication mode) in sync with tagged IAM users.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_GROUPS, USERNAME_TEMPLATE, ACCESS_STORE, ACCESS_POLICIES, DRY_RUN, MAX_REMOVALS, CLUSTER_TIMEOUT_SECONDS, DEPLOYMENT_ID) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
+    about = "Keeps EKS cluster-admin access (EKS access entries or kube-system/aws-auth, by each cluster's authentication mode) in sync with IAM: tagged users and roles, IAM Identity Center permission sets, IAM groups.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_EXPIRY_TAG_KEY, MAX_GRANT_HOURS, ADMIN_PERMISSION_SETS, ADMIN_IAM_GROUPS, ADMIN_GROUPS, USERNAME_TEMPLATE, USERNAME_TEMPLATE_ROLE, ACCESS_STORE, ACCESS_POLICIES, DRY_RUN, MAX_REMOVALS, CLUSTER_TIMEOUT_SECONDS, DEPLOYMENT_ID, EVENT_BUS, FUNCTION_ROLE_ARN) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,6 +76,51 @@ enum Command {
 
 type App = Reconciler<Iam, Stores>;
 
+/// The reconciler and what announces its audit records, built once per process.
+struct Function {
+    app: App,
+    events: Option<EventBus>,
+}
+
+impl Function {
+    /// Puts a written run's audit records on the event bus and says so in the report (a dry run announces
+    /// nothing). Never fails the run: a failure is in `report.events` and in a metric line.
+    async fn announce(&self, report: &mut Report) {
+        let Some(bus) = &self.events else { return };
+        if report.dry_run || report.audit.is_empty() {
+            return;
+        }
+        let published = bus.publish(&report.audit).await;
+        if published.failed > 0 {
+            tracing::error!(bus = %published.bus, failed = published.failed, errors = ?published.errors, "audit events not published; the records are in the logs");
+        }
+        let ts_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        report
+            .metrics
+            .push(eks_admin_sync::core::audit::published_metric_line(
+                ts_ms,
+                &self.app.settings.deployment_id,
+                &published,
+            ));
+        report.events = Some(published);
+    }
+
+    async fn run(&self, intent: Intent, clock: Clock) -> Result<Report, ReconcileError> {
+        let mut result = self.app.run(intent, clock).await;
+        let report = match &mut result {
+            Ok(r) => Some(r),
+            Err(ReconcileError::Clusters { report, .. }) => Some(report.as_mut()),
+            Err(_) => None,
+        };
+        if let Some(r) = report {
+            self.announce(r).await;
+        }
+        result
+    }
+}
+
 struct Aws {
     conf: aws_config::SdkConfig,
     signer: Signer,
@@ -109,6 +155,17 @@ async fn load_aws() -> anyhow::Result<Aws> {
         signer: Signer::new(creds, target),
         conf,
     })
+}
+
+fn build_function(aws: &Aws, settings: Settings) -> Function {
+    let events = settings
+        .event_bus
+        .as_deref()
+        .map(|bus| EventBus::new(&aws.conf, bus));
+    Function {
+        app: build_app(aws, settings),
+        events,
+    }
 }
 
 fn build_app(aws: &Aws, settings: Settings) -> App {
@@ -203,7 +260,7 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
     let t1 = std::time::Instant::now();
     let aws = load_aws().await?;
     let t2 = std::time::Instant::now();
-    let app = build_app(&aws, settings);
+    let app = build_function(&aws, settings);
     let t3 = std::time::Instant::now();
     tracing::debug!(
         settings_us = (t1 - t0).as_micros() as u64,
@@ -343,7 +400,7 @@ fn intent_for(
 async fn run_intent(intent: Intent, table: bool) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::from_env()?;
     let aws = load_aws().await?;
-    let app = build_app(&aws, settings);
+    let app = build_function(&aws, settings);
     let (report, err) = match app.run(intent, Clock::unbounded()).await {
         Ok(r) => (r, None),
         Err(ReconcileError::Clusters { report, summary }) => (*report, Some(summary)),

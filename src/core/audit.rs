@@ -298,6 +298,56 @@ impl Counts {
     }
 }
 
+/// The EventBridge `source` of the events the function puts on the bus.
+pub const EVENT_SOURCE: &str = "eks-admin-sync";
+
+/// The EventBridge `detail-type` of an audit record's event.
+pub fn detail_type(action: &str) -> &'static str {
+    match action {
+        "grant" => "EKS admin access granted",
+        "revoke" => "EKS admin access revoked",
+        "expire" => "EKS admin access expired",
+        "update" => "EKS admin access updated",
+        "guard" => "EKS admin access guarded",
+        "migrate" => "EKS admin access migrated",
+        _ => "EKS admin access skipped",
+    }
+}
+
+/// What putting an invocation's audit records on the event bus came to (the report's `events`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    pub bus: String,
+    /// Events the bus accepted.
+    pub published: usize,
+    /// Events it did not accept after the retries (their records are still in the logs).
+    pub failed: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// The metric line of one invocation's publishing (dimension `[Deployment]`): `EventsPublished` and
+/// `EventsNotPublished`.
+pub fn published_metric_line(timestamp_ms: u64, deployment: &str, p: &Published) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Deployment"]],
+                "Metrics": [
+                    {"Name": "EventsPublished", "Unit": "Count"},
+                    {"Name": "EventsNotPublished", "Unit": "Count"},
+                ],
+            }],
+        },
+        "Deployment": deployment,
+        "EventsPublished": p.published,
+        "EventsNotPublished": p.failed,
+    })
+}
+
 /// One CloudWatch Embedded Metric Format line for one cluster.
 pub fn metric_line(
     timestamp_ms: u64,

@@ -100,6 +100,9 @@ pub struct Report {
     /// CloudWatch Embedded Metric Format lines, one per cluster (printed, not serialised in the report).
     #[serde(skip)]
     pub metrics: Vec<Value>,
+    /// What putting the audit records on the event bus came to (`EVENT_BUS`), when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<audit::Published>,
 }
 
 impl Report {
@@ -114,6 +117,7 @@ impl Report {
             notes: Vec::new(),
             audit: Vec::new(),
             metrics: Vec::new(),
+            events: None,
         }
     }
 }

@@ -16,6 +16,8 @@ pub const DEFAULT_USERNAME_TEMPLATE: &str = "{{UserName}}";
 /// policy so that it names a person, see the README).
 pub const DEFAULT_USERNAME_TEMPLATE_ROLE: &str = "{{RoleName}}:{{SessionName}}";
 
+/// Where audit records go as events, unless `EVENT_BUS` says otherwise (empty: nowhere).
+pub const DEFAULT_EVENT_BUS: &str = "default";
 /// The longest grant `MAX_GRANT_HOURS` may allow (a year).
 pub const MAX_GRANT_HOURS_LIMIT: u64 = 24 * 366;
 
@@ -121,6 +123,9 @@ pub struct Settings {
     /// The longest a tag grant may last (`MAX_GRANT_HOURS`): when set, a tag grant without an expiry, or
     /// with one further away, is refused. `None`: no limit.
     pub max_grant: Option<Duration>,
+    /// The EventBridge bus every audit record is put on as an event (`EVENT_BUS`: unset is the account's
+    /// `default` bus, empty is off).
+    pub event_bus: Option<String>,
 }
 
 impl Settings {
@@ -184,6 +189,27 @@ impl Settings {
                     });
                 }
             },
+        };
+
+        // Unset: the default bus; set but empty: off (so `non_empty` does not apply).
+        let event_bus = match get("EVENT_BUS") {
+            None => Some(DEFAULT_EVENT_BUS.to_string()),
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => {
+                let v = v.trim().to_string();
+                let ok = v.len() <= 1600
+                    && (v.starts_with("arn:")
+                        || v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)));
+                if !ok {
+                    return Err(ConfigError::Invalid {
+                        var: "EVENT_BUS",
+                        value: v,
+                        reason: "expected an event bus name or ARN (empty: do not publish)".into(),
+                    });
+                }
+                Some(v)
+            }
         };
 
         let groups_raw = non_empty(&get, "ADMIN_GROUPS").unwrap_or_else(|| DEFAULT_GROUPS.into());
@@ -317,6 +343,7 @@ impl Settings {
             function_role,
             expiry_tag_key,
             max_grant,
+            event_bus,
         })
     }
 
@@ -533,6 +560,10 @@ mod tests {
         assert_eq!(s.access_store, AccessStore::Auto);
         assert_eq!(s.expiry_tag_key, "eks-cluster-admin-expires");
         assert_eq!(s.max_grant, None);
+        assert_eq!(s.event_bus.as_deref(), Some("default"));
+        let off = settings(&[("CLUSTER_NAMES", "prod"), ("EVENT_BUS", "")]).unwrap();
+        assert_eq!(off.event_bus, None);
+        assert!(settings(&[("CLUSTER_NAMES", "prod"), ("EVENT_BUS", "my bus")]).is_err());
         assert_eq!(s.role_username_template, "{{RoleName}}:{{SessionName}}");
         assert!(
             s.permission_sets.is_empty() && s.iam_groups.is_empty() && s.function_role.is_none()

@@ -91,7 +91,7 @@ def test_template_facts():
     assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL",
                         "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES",
                         "USERNAME_TEMPLATE_ROLE", "ADMIN_PERMISSION_SETS", "ADMIN_IAM_GROUPS", "FUNCTION_ROLE_ARN",
-                        "ADMIN_EXPIRY_TAG_KEY", "MAX_GRANT_HOURS"}
+                        "ADMIN_EXPIRY_TAG_KEY", "MAX_GRANT_HOURS", "EVENT_BUS"}
     assert env["FUNCTION_ROLE_ARN"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     # The cluster deadline fits inside the function's timeout, with the function's safety margin.
     assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]
@@ -124,7 +124,7 @@ def test_template_facts():
             assert acts == ["iam:GetAccountAuthorizationDetails"], s
         assert not any(a.endswith("*") for a in acts), s
     assert actions == {"iam:GetUser", "iam:GetRole", "iam:ListGroupsForUser", "iam:GetAccountAuthorizationDetails",
-                       "eks:DescribeCluster",
+                       "eks:DescribeCluster", "events:PutEvents",
                        "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"} | EKS_ACCESS_ACTIONS
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.

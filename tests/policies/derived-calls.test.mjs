@@ -87,10 +87,10 @@ function resolver(params) {
 
 const template = parseYaml(readFileSync(join(repo, 'template.yaml'), 'utf8'))
 function roleDocuments(params) {
-  const resolve = resolver(params)
-  // The policies that grant AWS API calls of the code (the third one is for logs and dead letters).
+  const resolve = resolver({ EventBus: 'default', ...params })
+  // The policies that grant AWS API calls of the code (the last one is for logs and dead letters).
   return template.Resources.FunctionRole.Properties.Policies
-    .filter((p) => ['read-iam-users', 'manage-cluster-access'].includes(p.PolicyName))
+    .filter((p) => ['read-iam-users', 'manage-cluster-access', 'announce-audit-events'].includes(p.PolicyName))
     .map((p) => ({ name: p.PolicyName, policy: resolve(p.PolicyDocument) }))
 }
 
@@ -159,7 +159,9 @@ const CALLS = {
   // Only on an entry that carries the marks: restoring the ones a tool removed (here the user id).
   tag_resource: (c) => [{ action: 'eks:TagResource', resource: entry(c, 'alice'), context: { ...resourceTags({ [MARK]: DEPLOYMENT }), ...requestTags(marks) } }],
   disassociate_access_policy: (c) => [{ action: 'eks:DisassociateAccessPolicy', resource: entry(c, 'alice'), context: { ...resourceTags(marks), 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy' } }],
-  delete_access_entry: (c) => [{ action: 'eks:DeleteAccessEntry', resource: entry(c, 'alice'), context: resourceTags(marks) }]
+  delete_access_entry: (c) => [{ action: 'eks:DeleteAccessEntry', resource: entry(c, 'alice'), context: resourceTags(marks) }],
+  // Every audit record as an event on the configured bus (resource: the bus).
+  put_events: () => [{ action: 'events:PutEvents', resource: `arn:aws:events:${REGION}:${ACCOUNT}:event-bus/default` }]
 }
 
 test('every SDK call in src/ has a row here, and every row a call', () => {
@@ -211,6 +213,7 @@ test('each call is refused when changed in one way the code never does', async (
     ['create for another account\'s role', { ...create, context: { ...create.context, 'eks:principalArn': 'arn:aws:iam::444455556666:role/team-admin' } }],
     ['create a node entry for a role', { ...create, context: { ...create.context, 'eks:principalArn': role('Node'), 'eks:accessEntryType': 'EC2_LINUX' } }],
     ['read another account\'s role', { action: 'iam:GetRole', resource: 'arn:aws:iam::444455556666:role/team-admin' }],
+    ['put events on another bus', { action: 'events:PutEvents', resource: `arn:aws:events:${REGION}:${ACCOUNT}:event-bus/other` }],
     ['create without the group mark', { ...create, context: { ...create.context, 'eks:kubernetesGroups': ['eks-admins'] } }],
     ['create with another deployment\'s group mark only', { ...create, context: { ...create.context, 'eks:kubernetesGroups': ['eks-admin-sync:other'] } }],
     ['create with a tag key beyond the marks', { ...create, context: { ...create.context, ...requestTags({ ...marks, owner: 'me' }) } }],

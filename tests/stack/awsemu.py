@@ -234,7 +234,7 @@ def take_fault(label):
 
 def fault_response(start_response, fault, label=""):
     """The service's own error shape: EKS (restJson1) or IAM (query protocol, XML)."""
-    if label.startswith("eks:"):
+    if label.startswith(("eks:", "events:", "scheduler:")):
         return json_response(start_response, int(fault.get("status", 400)),
                              {"message": fault.get("message", "injected")}, fault["code"])
     body = (
@@ -246,6 +246,8 @@ def fault_response(start_response, fault, label=""):
     start_response(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
     return [body]
 IAM_DEFAULT_MAX_ITEMS = 100
+# PutEvents entries still to fail (see App.put_events_failing_some).
+EVENTS_FAIL_ENTRIES = [0]
 
 
 def json_response(start_response, status, obj, error_code=None):
@@ -395,6 +397,8 @@ def _classify(environ):
         if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
             environ["emu.form"] = urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
             action = dict(environ["emu.form"]).get("Action")
+    if action is None and environ.get("HTTP_X_AMZ_TARGET"):  # JSON protocols (EventBridge: AWSEvents.PutEvents)
+        action = environ["HTTP_X_AMZ_TARGET"].rsplit(".", 1)[-1]
     if action is None and service == "eks":
         routed = eks_access.route(environ)
         environ["emu.eks"] = routed
@@ -437,6 +441,9 @@ class App:
         if environ.get("emu.eks"):
             _count(label)
             return self.eks(environ, start_response, *environ["emu.eks"])
+        if label == "events:PutEvents" and EVENTS_FAIL_ENTRIES[0] > 0:
+            _count(label)
+            return self.put_events_failing_some(environ, start_response)
         form = environ.get("emu.form") or []
         refused = protected_role(label, form)
         if refused:
@@ -447,6 +454,22 @@ class App:
             return authorization_details(form, start_response, filters)
         _count(label)
         return self.moto(environ, start_response)
+
+    def put_events_failing_some(self, environ, start_response):
+        """PutEvents where the first N entries (counted over calls, /_emu/events/fail-entries) fail with
+        InternalFailure, as a call that succeeds with FailedEntryCount > 0 does on EventBridge; the others go
+        to moto, and the result entries keep the request's order."""
+        body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
+        entries = body.get("Entries", [])
+        n = min(EVENTS_FAIL_ENTRIES[0], len(entries))
+        EVENTS_FAIL_ENTRIES[0] -= n
+        results = [{"ErrorCode": "InternalFailure", "ErrorMessage": "injected by the emulator"}] * n
+        if entries[n:]:
+            rest = json.dumps({**body, "Entries": entries[n:]}).encode()
+            environ = {**environ, "wsgi.input": io.BytesIO(rest), "CONTENT_LENGTH": str(len(rest))}
+            _, _, parsed, _ = self._moto_json(environ)
+            results += (parsed or {}).get("Entries", [])
+        return json_response(start_response, 200, {"FailedEntryCount": n, "Entries": results})
 
     def _moto_json(self, environ):
         """Calls moto and returns (status line, headers, parsed JSON body or None, raw body)."""
@@ -539,6 +562,8 @@ class App:
                     FAULTS[body["label"]] = {"count": int(body.get("count", -1)), **body}
                 else:
                     FAULTS.clear()
+        elif path == "/_emu/events/fail-entries" and method == "POST":
+            EVENTS_FAIL_ENTRIES[0] = int(body.get("count", 0))
         elif path == "/_emu/iam/sso-role" and method in ("POST", "DELETE"):
             out = sso_role(method, body)
         elif path == "/_emu/iam/bulk-users" and method == "POST":

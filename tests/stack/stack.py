@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 import ssl
 
 import boto3
@@ -539,6 +540,27 @@ class Stack:
         return {"AWS_ACCESS_KEY_ID": c["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": c["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": c["SessionToken"]}
 
+    def event_probe(self, name="probe"):
+        """A rule on the default bus routing eks-admin-sync's events to a fresh SQS queue; returns its URL."""
+        sqs, events = self.aws("sqs"), self.aws("events")
+        q = sqs.create_queue(QueueName=f"{name}-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        rule = f"{name}-{uuid.uuid4().hex[:8]}"
+        events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["eks-admin-sync"]}))
+        events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": arn}])
+        return q
+
+    def drain(self, queue_url):
+        """Every message on the queue, parsed (the EventBridge events), and deletes them."""
+        sqs, out = self.aws("sqs"), []
+        while True:
+            got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+            if not got:
+                return out
+            for m in got:
+                out.append(json.loads(m["Body"]))
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
     def delete_role(self, name):
         self.iam().delete_role(RoleName=name)
 
@@ -570,6 +592,7 @@ class Stack:
         self.emu("/_emu/iam/page-cap", {"cap": 1000})
         self.emu("/_emu/faults", {})
         self.emu("/_emu/latency", {})
+        self.emu("/_emu/events/fail-entries", {"count": 0})
         for c in self.clusters:
             if f"apiserver-{c}" not in self.procs:
                 self.start_apiserver(c)
