@@ -2,7 +2,7 @@
 `eks-admin-sync`, detail-type by action, detail = the record), read back here through a rule to an SQS queue
 on the emulator; a bus that refuses fails nothing that was written and is reported."""
 
-from stack import ACCOUNT, audit_records, cluster_report, ct_event, map_users, metric_lines
+from stack import ACCOUNT, audit_records, cluster_report, ct_event, map_users, publish_metric_lines
 
 TAG = {"eks-cluster-admin": "true"}
 
@@ -29,7 +29,7 @@ def test_each_audit_record_is_one_event_on_the_bus(stack):
     assert report["events"] == {"bus": "default", "published": 4, "failed": 0}
     # 10 entries a call at most: 4 records take one call.
     assert stack.calls().get("events:PutEvents") == 1
-    [m] = [m for m in metric_lines(err) if "EventsPublished" in m]
+    [m] = publish_metric_lines(err)
     assert (m["EventsPublished"], m["EventsNotPublished"]) == (4, 0)
 
     # A revoke is announced as such; 23 records take three calls.
@@ -70,7 +70,7 @@ def test_a_bus_that_refuses_fails_nothing_that_was_written(stack):
     ev = report["events"]
     assert (ev["published"], ev["failed"]) == (0, 2), ev
     assert any("AccessDeniedException" in e for e in ev["errors"]), ev
-    [m] = [m for m in metric_lines(err) if "EventsPublished" in m]
+    [m] = publish_metric_lines(err)
     assert (m["EventsPublished"], m["EventsNotPublished"]) == (0, 2)
     assert "audit events not published" in err
 

@@ -621,7 +621,13 @@ def audit_records(text):
 
 
 def metric_lines(text):
-    return [r for r in json_lines(text) if "_aws" in r]
+    """The per-cluster metric lines (EMF) of a run."""
+    return [r for r in json_lines(text) if "_aws" in r and "Cluster" in r]
+
+
+def publish_metric_lines(text):
+    """The metric line of a run's publishing to the event bus (EMF, dimension Deployment only)."""
+    return [r for r in json_lines(text) if "_aws" in r and "EventsPublished" in r]
 
 
 def map_users(cm):
