@@ -233,7 +233,7 @@ def test_audit_record_names_the_actor_and_metrics_are_emf(stack):
         assert isinstance(m["_aws"]["Timestamp"], int) and len(spec) == 1
         assert spec[0]["Namespace"] == "EksAdminSync"
         names = [x["Name"] for x in spec[0]["Metrics"]]
-        assert names == ["Granted", "Revoked", "Updated", "Migrated", "Skipped", "Guarded", "Failed", "Duration"]
+        assert names == ["Granted", "Revoked", "Expired", "Updated", "Migrated", "Skipped", "Guarded", "Failed", "Duration"]
         for x in spec[0]["Metrics"]:
             assert isinstance(m[x["Name"]], int) and m[x["Name"]] >= 0
             assert x["Unit"] in ("Count", "Milliseconds")
