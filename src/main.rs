@@ -7,6 +7,7 @@ use eks_admin_sync::adapters::cli;
 use eks_admin_sync::adapters::events::EventBus;
 use eks_admin_sync::adapters::kube::KubeClients;
 use eks_admin_sync::adapters::token::{Signer, StsTarget, exec_credential};
+use eks_admin_sync::adapters::wakeup::Wakeup;
 use eks_admin_sync::core::event::{Action, Intent, Trigger};
 use eks_admin_sync::core::reconcile::{Clock, ReconcileError, Reconciler, Report};
 use eks_admin_sync::core::settings::Settings;
@@ -80,6 +81,7 @@ type App = Reconciler<Iam, Stores>;
 struct Function {
     app: App,
     events: Option<EventBus>,
+    wakeup: Option<Wakeup>,
 }
 
 impl Function {
@@ -107,6 +109,15 @@ impl Function {
         report.events = Some(published);
     }
 
+    /// Keeps the one-time schedule at the run's next expiry (a dry run leaves it alone).
+    async fn wake_up_at_the_next_expiry(&self, report: &mut Report) {
+        let Some(w) = &self.wakeup else { return };
+        if report.dry_run {
+            return;
+        }
+        report.wakeup = Some(w.keep(report.next_expiry.as_deref(), report.full).await);
+    }
+
     async fn run(&self, intent: Intent, clock: Clock) -> Result<Report, ReconcileError> {
         let mut result = self.app.run(intent, clock).await;
         let report = match &mut result {
@@ -116,6 +127,7 @@ impl Function {
         };
         if let Some(r) = report {
             self.announce(r).await;
+            self.wake_up_at_the_next_expiry(r).await;
         }
         result
     }
@@ -162,9 +174,14 @@ fn build_function(aws: &Aws, settings: Settings) -> Function {
         .event_bus
         .as_deref()
         .map(|bus| EventBus::new(&aws.conf, bus));
+    let wakeup = settings
+        .expiry_schedule
+        .clone()
+        .map(|s| Wakeup::new(&aws.conf, s));
     Function {
         app: build_app(aws, settings),
         events,
+        wakeup,
     }
 }
 
@@ -275,7 +292,7 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
             Ok(i) => i,
             Err(e) => return Err(diagnostic(&ReconcileError::Event(e))),
         };
-        if intent.trigger.kind == "manual" {
+        if matches!(intent.trigger.kind, "manual" | "expiry") {
             intent.trigger.event_id = Some(ev.context.request_id.clone());
         }
         let result = app.run(intent, clock).await;

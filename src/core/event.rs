@@ -95,7 +95,7 @@ pub enum Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
-    /// `cloudtrail`, `schedule`, `manual` (a Lambda payload) or `cli`.
+    /// `cloudtrail`, `schedule`, `manual` (a Lambda payload), `expiry` (the expiry wake-up) or `cli`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_name: Option<String>,
@@ -208,7 +208,12 @@ struct ManualPayload {
     roles: Option<Vec<String>>,
     dry_run: Option<bool>,
     force: Option<bool>,
+    /// `"expiry"`: the one-time schedule the function keeps at the next expiry invoked it.
+    reason: Option<String>,
 }
+
+/// What the expiry wake-up sends (`reason` makes the trigger `expiry`; it is a full reconcile, no force).
+pub const EXPIRY_PAYLOAD: &str = r#"{"action":"reconcile","reason":"expiry"}"#;
 
 /// Parses raw event bytes (the CLI's `handle-event` path).
 pub fn parse_bytes(bytes: &[u8]) -> Result<Intent, EventError> {
@@ -274,6 +279,16 @@ fn parse_manual(event: &Value) -> Result<Intent, EventError> {
             ),
         });
     }
+    let kind = match p.reason.as_deref() {
+        None => "manual",
+        Some("expiry") => "expiry",
+        Some(other) => {
+            return Err(EventError::Malformed {
+                kind: "manual",
+                reason: format!("unknown reason {other:?}; the only one is \"expiry\""),
+            });
+        }
+    };
     let users = p.user.into_iter().chain(p.users.unwrap_or_default());
     let roles = p.role.into_iter().chain(p.roles.unwrap_or_default());
     let mut named: Vec<Named> = users
@@ -293,7 +308,7 @@ fn parse_manual(event: &Value) -> Result<Intent, EventError> {
     Ok(Intent {
         dry_run: p.dry_run.unwrap_or(false),
         force: p.force.unwrap_or(false),
-        ..Intent::new(action, Trigger::of_kind("manual"))
+        ..Intent::new(action, Trigger::of_kind(kind))
     })
 }
 
@@ -543,6 +558,14 @@ mod tests {
             (
                 ct("TagRole", json!({"userName":"a"})),
                 Err("without requestParameters.roleName"),
+            ),
+            (
+                serde_json::from_str(EXPIRY_PAYLOAD).unwrap(),
+                Ok(Action::ReconcileAll),
+            ),
+            (
+                json!({"action":"reconcile","reason":"later"}),
+                Err("unknown reason"),
             ),
             (ct("TagUser", json!({"userName": 5})), Err("is a number")),
             (

@@ -103,6 +103,16 @@ pub struct Report {
     /// What putting the audit records on the event bus came to (`EVENT_BUS`), when it was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<audit::Published>,
+    /// The earliest expiry among this run's grants (RFC 3339 UTC), on every cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_expiry: Option<String>,
+    /// Whether the run saw every principal (a full reconcile): only such a run may move the expiry
+    /// wake-up later or delete it.
+    #[serde(skip)]
+    pub full: bool,
+    /// What keeping the expiry wake-up came to, when the function keeps one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeup: Option<Value>,
 }
 
 impl Report {
@@ -118,6 +128,9 @@ impl Report {
             audit: Vec::new(),
             metrics: Vec::new(),
             events: None,
+            next_expiry: None,
+            full: false,
+            wakeup: None,
         }
     }
 }
@@ -194,6 +207,8 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         };
         // Phase 2: grants, once per invocation.
         let grants = self.grants(&facts.principals, &mut report, clock.now);
+        report.full = facts.target.full;
+        report.next_expiry = grants.next_expiry().map(str::to_string);
         let budget = Budget::new(&self.settings, clock);
         // Phase 3: read and plan every cluster, concurrently; the guard sees every plan.
         let phases = self.read_and_plan(&facts, &grants, &budget).await;
@@ -566,6 +581,11 @@ impl Grants {
 
     fn for_state(&self, i: usize, state: &ClusterState) -> &[Grant] {
         self.of(i, state.form)
+    }
+
+    /// The earliest expiry among every cluster's grants.
+    fn next_expiry(&self) -> Option<&str> {
+        self.groups.iter().filter_map(Desired::next_expiry).min()
     }
 
     /// The ARNs whose tag grant expired on cluster `i`, in both forms (a migrating cluster holds both).

@@ -126,6 +126,51 @@ pub struct Settings {
     /// The EventBridge bus every audit record is put on as an event (`EVENT_BUS`: unset is the account's
     /// `default` bus, empty is off).
     pub event_bus: Option<String>,
+    /// The one-time EventBridge Scheduler schedule that invokes the function at the next expiry
+    /// (`EXPIRY_SCHEDULE_*`, set by the template); `None`: expiries wait for the next run.
+    pub expiry_schedule: Option<ExpirySchedule>,
+}
+
+/// Where the expiry wake-up lives and what it invokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpirySchedule {
+    pub group: String,
+    pub name: String,
+    /// The role EventBridge Scheduler assumes to invoke the function.
+    pub role_arn: String,
+    /// The function's ARN.
+    pub target_arn: String,
+}
+
+impl ExpirySchedule {
+    /// All four variables, or none (a partial set is a mistake worth a clear error).
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        const VARS: [&str; 4] = [
+            "EXPIRY_SCHEDULE_GROUP",
+            "EXPIRY_SCHEDULE_NAME",
+            "EXPIRY_SCHEDULE_ROLE_ARN",
+            "EXPIRY_SCHEDULE_TARGET_ARN",
+        ];
+        let vals: Vec<Option<String>> = VARS.iter().map(|v| non_empty(get, v)).collect();
+        if vals.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if let Some(i) = vals.iter().position(Option::is_none) {
+            return Err(ConfigError::Invalid {
+                var: VARS[i],
+                value: String::new(),
+                reason: "the expiry wake-up needs all of EXPIRY_SCHEDULE_GROUP, _NAME, _ROLE_ARN and _TARGET_ARN (or none)".into(),
+            });
+        }
+        let mut v = vals.into_iter().flatten();
+        let mut next = || v.next().unwrap_or_default();
+        Ok(Some(ExpirySchedule {
+            group: next(),
+            name: next(),
+            role_arn: next(),
+            target_arn: next(),
+        }))
+    }
 }
 
 impl Settings {
@@ -211,6 +256,8 @@ impl Settings {
                 Some(v)
             }
         };
+
+        let expiry_schedule = ExpirySchedule::from_lookup(&get)?;
 
         let groups_raw = non_empty(&get, "ADMIN_GROUPS").unwrap_or_else(|| DEFAULT_GROUPS.into());
         let groups: Vec<String> = groups_raw.split_whitespace().map(str::to_string).collect();
@@ -344,6 +391,7 @@ impl Settings {
             expiry_tag_key,
             max_grant,
             event_bus,
+            expiry_schedule,
         })
     }
 
@@ -561,6 +609,14 @@ mod tests {
         assert_eq!(s.expiry_tag_key, "eks-cluster-admin-expires");
         assert_eq!(s.max_grant, None);
         assert_eq!(s.event_bus.as_deref(), Some("default"));
+        assert_eq!(s.expiry_schedule, None);
+        let partial = settings(&[("CLUSTER_NAMES", "prod"), ("EXPIRY_SCHEDULE_GROUP", "g")]);
+        assert!(
+            partial
+                .unwrap_err()
+                .to_string()
+                .contains("EXPIRY_SCHEDULE_NAME")
+        );
         let off = settings(&[("CLUSTER_NAMES", "prod"), ("EVENT_BUS", "")]).unwrap();
         assert_eq!(off.event_bus, None);
         assert!(settings(&[("CLUSTER_NAMES", "prod"), ("EVENT_BUS", "my bus")]).is_err());

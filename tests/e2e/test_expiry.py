@@ -81,3 +81,78 @@ def test_past_unparseable_or_too_far_never_grants(st):
     for c in MODES:
         assert sorted(cluster_report(report, c)["added"]) == [f"arn:aws:iam::{ACCOUNT}:user/far",
                                                              f"arn:aws:iam::{ACCOUNT}:user/forever"]
+
+
+WAKEUP = {"EXPIRY_SCHEDULE_GROUP": "eks-admin-sync", "EXPIRY_SCHEDULE_NAME": "eks-admin-sync-default-expiry",
+          "EXPIRY_SCHEDULE_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/eks-admin-sync-expiry-invoker",
+          "EXPIRY_SCHEDULE_TARGET_ARN": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:eks-admin-sync"}
+
+
+def schedule(st):
+    s = st.aws("scheduler")
+    try:
+        return s.get_schedule(GroupName=WAKEUP["EXPIRY_SCHEDULE_GROUP"], Name=WAKEUP["EXPIRY_SCHEDULE_NAME"])
+    except s.exceptions.ResourceNotFoundException:
+        return None
+
+
+def wake_at(expiry):
+    t = dt.datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ") + dt.timedelta(seconds=2)
+    return f"at({t.strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
+def test_the_wakeup_revokes_at_the_expiry_not_at_the_next_schedule(st):
+    s = st.aws("scheduler")
+    try:
+        s.create_schedule_group(Name=WAKEUP["EXPIRY_SCHEDULE_GROUP"])
+    except s.exceptions.ConflictException:
+        pass
+    if schedule(st):
+        s.delete_schedule(GroupName=WAKEUP["EXPIRY_SCHEDULE_GROUP"], Name=WAKEUP["EXPIRY_SCHEDULE_NAME"])
+    soon, later = at(8), at(120)
+    alice = st.create_user("alice", {"eks-cluster-admin": "true", EXPIRES: soon})
+    rc, report, err = st.handle_event(tag_event("alice", {EXPIRES: soon}), WAKEUP)
+    assert rc == 0, err
+    assert report["nextExpiry"] == soon
+    assert report["wakeup"]["change"] == "created", report["wakeup"]
+    sch = schedule(st)
+    assert sch["ScheduleExpression"] == wake_at(soon) and sch["ScheduleExpressionTimezone"] == "UTC"
+    assert sch["Target"]["Arn"] == WAKEUP["EXPIRY_SCHEDULE_TARGET_ARN"]
+    assert sch["Target"]["RoleArn"] == WAKEUP["EXPIRY_SCHEDULE_ROLE_ARN"]
+    assert all(can_admin(st, c, alice) for c in MODES)
+
+    # A later expiry on an event leaves the earlier wake-up alone (that run sets the next one).
+    st.create_user("bob", {"eks-cluster-admin": "true", EXPIRES: later})
+    rc, report, err = st.handle_event(tag_event("bob", {EXPIRES: later}), WAKEUP)
+    assert rc == 0, err
+    assert report["wakeup"]["change"] == "unchanged" and schedule(st)["ScheduleExpression"] == wake_at(soon)
+
+    # At the wake-up time, invoked as EventBridge Scheduler invokes it: with the schedule's own input.
+    wake = dt.datetime.strptime(wake_at(soon)[3:-1], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    time.sleep(max(0.0, wake.timestamp() - time.time()))
+    rc, report, err = st.handle_event(sch["Target"]["Input"], WAKEUP)
+    assert rc == 0, err
+    assert report["trigger"]["kind"] == "expiry"
+    for c in MODES:
+        assert cluster_report(report, c)["removed"] == [f"arn:aws:iam::{ACCOUNT}:user/alice"]
+        assert not can_admin(st, c, alice), c
+    assert {r["action"] for r in audit_records(err)} == {"expire"}
+    # The wake-up moves to the next expiry; with none left, a full reconcile deletes it.
+    assert report["wakeup"] == {"schedule": "eks-admin-sync/eks-admin-sync-default-expiry", "change": "updated",
+                                "at": wake_at(later)}
+    st.iam().untag_user(UserName="bob", TagKeys=[EXPIRES])
+    rc, report, err = st.run_reconcile(extra=WAKEUP)
+    assert rc == 0, err
+    assert report["wakeup"]["change"] == "deleted" and schedule(st) is None
+
+
+def test_a_scheduler_that_refuses_fails_nothing_that_was_written(st):
+    # No schedule group: EventBridge Scheduler answers ResourceNotFoundException; the grant still lands.
+    env = {**WAKEUP, "EXPIRY_SCHEDULE_GROUP": "missing-group"}
+    until = at(3600)
+    alice = st.create_user("alice", {"eks-cluster-admin": "true", EXPIRES: until})
+    rc, report, err = st.handle_event(tag_event("alice", {EXPIRES: until}), env)
+    assert rc == 0, err
+    assert "ResourceNotFoundException" in report["wakeup"]["error"], report["wakeup"]
+    assert all(can_admin(st, c, alice) for c in MODES)
+    assert "could not keep the expiry wake-up" in err

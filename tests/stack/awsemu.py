@@ -310,6 +310,33 @@ def protected_role(label, form):
             "message": f"Cannot perform the operation on the protected role '{role.name}' - this role is only modifiable by AWS"}
 
 
+# EventBridge Scheduler schedule expressions (user guide, "Schedule types on EventBridge Scheduler"): one-time
+# `at(yyyy-mm-ddThh:mm:ss)`, `rate(value unit)`, `cron(...)`; a target needs an ARN and a role ARN, and a
+# schedule a flexible time window. moto accepts anything; the real service answers ValidationException.
+SCHEDULE_EXPRESSION = re.compile(r"at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\)")
+
+
+def schedule_refused(environ, region):
+    raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return 400, "ValidationException", "the request body is not JSON"
+    if not SCHEDULE_EXPRESSION.fullmatch(body.get("ScheduleExpression") or ""):
+        return 400, "ValidationException", f"Invalid Schedule Expression {body.get('ScheduleExpression')!r}."
+    target = body.get("Target") or {}
+    if not target.get("Arn") or not target.get("RoleArn"):
+        return 400, "ValidationException", "Target needs Arn and RoleArn."
+    if not (body.get("FlexibleTimeWindow") or {}).get("Mode"):
+        return 400, "ValidationException", "FlexibleTimeWindow is required."
+    from moto.scheduler.models import scheduler_backends
+    group = body.get("GroupName") or "default"
+    if group not in scheduler_backends[DEFAULT_ACCOUNT_ID][region].schedule_groups:
+        return 404, "ResourceNotFoundException", f"Schedule group {group} does not exist."
+    return None
+
+
 def sso_role(method, body):
     """Identity Center (through AWSServiceRoleForSSO) makes or removes a permission set's role in the account:
     POST {"permissionSet", "suffix", "region"?} creates AWSReservedSSO_<set>_<suffix> under
@@ -399,6 +426,10 @@ def _classify(environ):
             action = dict(environ["emu.form"]).get("Action")
     if action is None and environ.get("HTTP_X_AMZ_TARGET"):  # JSON protocols (EventBridge: AWSEvents.PutEvents)
         action = environ["HTTP_X_AMZ_TARGET"].rsplit(".", 1)[-1]
+    if action is None and service == "scheduler":  # restJson: the verb and the path name the action
+        kind = "ScheduleGroup" if "/schedule-groups" in environ.get("PATH_INFO", "") else "Schedule"
+        verb = {"GET": "Get", "POST": "Create", "PUT": "Update", "DELETE": "Delete"}.get(environ.get("REQUEST_METHOD"), "?")
+        action = f"{verb}{kind}"
     if action is None and service == "eks":
         routed = eks_access.route(environ)
         environ["emu.eks"] = routed
@@ -441,6 +472,12 @@ class App:
         if environ.get("emu.eks"):
             _count(label)
             return self.eks(environ, start_response, *environ["emu.eks"])
+        if label in ("scheduler:CreateSchedule", "scheduler:UpdateSchedule"):
+            refused = schedule_refused(environ, self.region)
+            if refused:
+                _count(f"{label}(refused)")
+                status, code, message = refused
+                return json_response(start_response, status, {"message": message}, code)
         if label == "events:PutEvents" and EVENTS_FAIL_ENTRIES[0] > 0:
             _count(label)
             return self.put_events_failing_some(environ, start_response)
