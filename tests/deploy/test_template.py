@@ -91,7 +91,8 @@ def test_template_facts():
     assert set(env) == {"CLUSTER_NAMES", "ADMIN_TAG_KEY", "ADMIN_GROUPS", "USERNAME_TEMPLATE", "DRY_RUN", "LOG_LEVEL",
                         "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES",
                         "USERNAME_TEMPLATE_ROLE", "ADMIN_PERMISSION_SETS", "ADMIN_IAM_GROUPS", "FUNCTION_ROLE_ARN",
-                        "ADMIN_EXPIRY_TAG_KEY", "MAX_GRANT_HOURS", "EVENT_BUS"}
+                        "ADMIN_EXPIRY_TAG_KEY", "MAX_GRANT_HOURS", "EVENT_BUS", "EXPIRY_SCHEDULE_GROUP",
+                        "EXPIRY_SCHEDULE_NAME", "EXPIRY_SCHEDULE_ROLE_ARN", "EXPIRY_SCHEDULE_TARGET_ARN"}
     assert env["FUNCTION_ROLE_ARN"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     # The cluster deadline fits inside the function's timeout, with the function's safety margin.
     assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]
@@ -124,7 +125,8 @@ def test_template_facts():
             assert acts == ["iam:GetAccountAuthorizationDetails"], s
         assert not any(a.endswith("*") for a in acts), s
     assert actions == {"iam:GetUser", "iam:GetRole", "iam:ListGroupsForUser", "iam:GetAccountAuthorizationDetails",
-                       "eks:DescribeCluster", "events:PutEvents",
+                       "eks:DescribeCluster", "events:PutEvents", "scheduler:GetSchedule", "scheduler:CreateSchedule",
+                       "scheduler:UpdateSchedule", "scheduler:DeleteSchedule", "iam:PassRole",
                        "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"} | EKS_ACCESS_ACTIONS
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.
@@ -134,6 +136,7 @@ def test_template_facts():
         assert "ClusterNames" in json.dumps(s["Resource"]), s
         assert s["Condition"]["StringEquals"]["aws:RequestedRegion"] == {"Ref": "AWS::Region"}
     by_sid = {s.get("Sid"): s for s in eks}
+    by_sid_all = {s.get("Sid"): s for s in statements}
     mark = {"Ref": "DeploymentId"}
     create = by_sid["CreateMarkedEntries"]["Condition"]
     assert create["StringEquals"]["aws:RequestTag/eks-admin-sync"] == mark
@@ -154,6 +157,35 @@ def test_template_facts():
     entries = sorted(k for k, r in t["Resources"].items() if r["Type"] == "AWS::EKS::AccessEntry")
     assert entries == sorted(f"AccessEntry{i}" for i in range(8))
     assert t["Outputs"]["FunctionRoleArn"]["Value"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    # The expiry wake-up's invoker may only invoke this function, and only EventBridge Scheduler assumes it.
+    invoker = t["Resources"]["ExpiryInvokerRole"]["Properties"]
+    assert invoker["RoleName"] == {"Fn::Sub": "${AWS::StackName}-expiry-invoker"}
+    [trust] = invoker["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    [pol] = invoker["Policies"]
+    assert [st["Action"] for st in pol["PolicyDocument"]["Statement"]] == ["lambda:InvokeFunction"]
+    passrole = [st for st in statements if st["Action"] == "iam:PassRole"]
+    assert passrole == [by_sid_all["PassOnlyTheInvokerToScheduler"]]
+    assert passrole[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+
+
+def test_dashboard_shows_what_the_function_emits():
+    """The dashboard body is valid JSON once substituted, and every metric it shows is one the code emits."""
+    t = load(TEMPLATES[0])
+    body, subs = t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert subs == {"LogGroupName": {"Ref": "LogGroup"}}
+    text = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(text)["widgets"]
+    namespace, metrics = emitted_metrics()
+    with open(os.path.join(REPO, "src", "core", "audit.rs")) as f:
+        audit_src = f.read()
+    shown = set(re.findall(r'MetricName=\\"(\w+)\\"', body))
+    assert shown == {"Granted", "Revoked", "Expired", "Guarded", "Failed"} and shown <= metrics
+    plain = [m for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"] if isinstance(m[0], str)]
+    assert plain == [[namespace, "EventsNotPublished", "Deployment", "x", {"label": "Audit events not published"}]]
+    assert '"EventsNotPublished"' in audit_src
+    [log] = [w for w in widgets if w["type"] == "log"]
+    assert "SOURCE 'x'" in log["properties"]["query"] and "eks-admin-sync/v1" in log["properties"]["query"]
 
 
 EKS_ACCESS_ACTIONS = {"eks:ListAccessEntries", "eks:CreateAccessEntry", "eks:DescribeAccessEntry",

@@ -27,6 +27,8 @@ const REGION = 'us-east-1'
 const FUNCTION_ROLE = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-function`
 const DEPLOYMENT = 'default'
 const CLUSTERS = ['prod', 'staging']
+const INVOKER = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-expiry-invoker`
+const SCHEDULE = `arn:aws:scheduler:${REGION}:${ACCOUNT}:schedule/eks-admin-sync/eks-admin-sync-${DEPLOYMENT}-expiry`
 
 function rustFiles(dir) {
   return readdirSync(dir).flatMap((n) => {
@@ -64,7 +66,7 @@ const ADMIN_TAG = constant('DEFAULT_TAG_KEY')
 
 /** The template's value with Ref, Sub, Join and Split resolved as CloudFormation would. */
 function resolver(params) {
-  const refs = { 'AWS::Region': REGION, 'AWS::AccountId': ACCOUNT, 'AWS::Partition': 'aws', 'AWS::StackName': 'eks-admin-sync', ...params }
+  const refs = { 'AWS::Region': REGION, 'AWS::AccountId': ACCOUNT, 'AWS::Partition': 'aws', 'AWS::StackName': 'eks-admin-sync', ExpiryScheduleGroup: 'eks-admin-sync', 'ExpiryInvokerRole.Arn': INVOKER, ...params }
   const resolve = (v) => {
     if (Array.isArray(v)) return v.map(resolve)
     if (v && typeof v === 'object') {
@@ -76,6 +78,11 @@ function resolver(params) {
         if (!(k in refs)) throw new Error(`unresolved Sub ${k}`)
         return refs[k]
       })
+      if ('Fn::GetAtt' in v) {
+        const key = Array.isArray(v['Fn::GetAtt']) ? v['Fn::GetAtt'].join('.') : v['Fn::GetAtt']
+        if (!(key in refs)) throw new Error(`unresolved GetAtt ${key}`)
+        return refs[key]
+      }
       if ('Fn::Join' in v) { const [d, parts] = v['Fn::Join']; return resolve(parts).flat().join(d) }
       if ('Fn::Split' in v) { const [d, s] = v['Fn::Split']; return resolve(s).split(d) }
       return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]))
@@ -90,7 +97,7 @@ function roleDocuments(params) {
   const resolve = resolver({ EventBus: 'default', ...params })
   // The policies that grant AWS API calls of the code (the last one is for logs and dead letters).
   return template.Resources.FunctionRole.Properties.Policies
-    .filter((p) => ['read-iam-users', 'manage-cluster-access', 'announce-audit-events'].includes(p.PolicyName))
+    .filter((p) => ['read-iam-users', 'manage-cluster-access', 'announce-audit-events', 'expiry-wakeup'].includes(p.PolicyName))
     .map((p) => ({ name: p.PolicyName, policy: resolve(p.PolicyDocument) }))
 }
 
@@ -161,7 +168,19 @@ const CALLS = {
   disassociate_access_policy: (c) => [{ action: 'eks:DisassociateAccessPolicy', resource: entry(c, 'alice'), context: { ...resourceTags(marks), 'eks:policyArn': 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy' } }],
   delete_access_entry: (c) => [{ action: 'eks:DeleteAccessEntry', resource: entry(c, 'alice'), context: resourceTags(marks) }],
   // Every audit record as an event on the configured bus (resource: the bus).
-  put_events: () => [{ action: 'events:PutEvents', resource: `arn:aws:events:${REGION}:${ACCOUNT}:event-bus/default` }]
+  put_events: () => [{ action: 'events:PutEvents', resource: `arn:aws:events:${REGION}:${ACCOUNT}:event-bus/default` }],
+  // The expiry wake-up (Service Authorization Reference for EventBridge Scheduler: the schedule resource;
+  // Create/UpdateSchedule also pass the target's role, iam:PassRole with iam:PassedToService).
+  get_schedule: () => [{ action: 'scheduler:GetSchedule', resource: SCHEDULE }],
+  delete_schedule: () => [{ action: 'scheduler:DeleteSchedule', resource: SCHEDULE }],
+  create_schedule: () => [
+    { action: 'scheduler:CreateSchedule', resource: SCHEDULE },
+    { action: 'iam:PassRole', resource: INVOKER, context: { 'iam:PassedToService': 'scheduler.amazonaws.com' }, dependent: true }
+  ],
+  update_schedule: () => [
+    { action: 'scheduler:UpdateSchedule', resource: SCHEDULE },
+    { action: 'iam:PassRole', resource: INVOKER, context: { 'iam:PassedToService': 'scheduler.amazonaws.com' }, dependent: true }
+  ]
 }
 
 test('every SDK call in src/ has a row here, and every row a call', () => {
@@ -214,6 +233,10 @@ test('each call is refused when changed in one way the code never does', async (
     ['create a node entry for a role', { ...create, context: { ...create.context, 'eks:principalArn': role('Node'), 'eks:accessEntryType': 'EC2_LINUX' } }],
     ['read another account\'s role', { action: 'iam:GetRole', resource: 'arn:aws:iam::444455556666:role/team-admin' }],
     ['put events on another bus', { action: 'events:PutEvents', resource: `arn:aws:events:${REGION}:${ACCOUNT}:event-bus/other` }],
+    ['another schedule in the group', { action: 'scheduler:CreateSchedule', resource: `arn:aws:scheduler:${REGION}:${ACCOUNT}:schedule/eks-admin-sync/other` }],
+    ['a schedule in another group', { action: 'scheduler:UpdateSchedule', resource: `arn:aws:scheduler:${REGION}:${ACCOUNT}:schedule/default/eks-admin-sync-${DEPLOYMENT}-expiry` }],
+    ['pass the invoker role to another service', { action: 'iam:PassRole', resource: INVOKER, context: { 'iam:PassedToService': 'lambda.amazonaws.com' } }],
+    ['pass its own role to the scheduler', { action: 'iam:PassRole', resource: FUNCTION_ROLE, context: { 'iam:PassedToService': 'scheduler.amazonaws.com' } }],
     ['create without the group mark', { ...create, context: { ...create.context, 'eks:kubernetesGroups': ['eks-admins'] } }],
     ['create with another deployment\'s group mark only', { ...create, context: { ...create.context, 'eks:kubernetesGroups': ['eks-admin-sync:other'] } }],
     ['create with a tag key beyond the marks', { ...create, context: { ...create.context, ...requestTags({ ...marks, owner: 'me' }) } }],

@@ -40,6 +40,8 @@ const ENTRY = `arn:aws:eks:us-east-1:${ACCOUNT}:access-entry/prod/user/${ACCOUNT
 const MARKED = { 'aws:ResourceTag/eks-admin-sync': 'default' }
 const BOB = `arn:aws:iam::${ACCOUNT}:user/bob` // does not
 const ADMIN_GROUP = `arn:aws:iam::${ACCOUNT}:group/eks-cluster-admins`
+const INVOKER = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-expiry-invoker`
+const SCHEDULE_ARN = `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule/eks-admin-sync/mine`
 
 const adminAccess = { name: 'AdministratorAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
 const fullAccessScp = { name: 'FullAWSAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
@@ -143,7 +145,14 @@ const attacks = [
   ['remove an admin\'s expiry', { action: 'iam:UntagUser', resource: ALICE, context: { 'aws:TagKeys': [EXPIRY] } }],
   ['extend a role\'s expiry', { action: 'iam:TagRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/ops`, context: { 'aws:TagKeys': [EXPIRY] } }],
   ['create a user with an expiry far away', { action: 'iam:CreateUser', resource: BOB, context: { 'aws:TagKeys': [TAG, EXPIRY], 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
-  ['expiry key in another case', { action: 'iam:TagUser', resource: ALICE, context: { 'aws:TagKeys': ['EKS-Cluster-Admin-Expires'] } }]
+  ['expiry key in another case', { action: 'iam:TagUser', resource: ALICE, context: { 'aws:TagKeys': ['EKS-Cluster-Admin-Expires'] } }],
+  // The expiry wake-up: a schedule in the function's group can invoke it with any payload, and the invoker
+  // role can invoke it: neither may be made, changed or passed by anyone but the function and the deployer.
+  ['create a schedule in the function\'s group (any payload)', { action: 'scheduler:CreateSchedule', resource: SCHEDULE_ARN }],
+  ['move or delete the expiry wake-up', { action: 'scheduler:UpdateSchedule', resource: `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule/eks-admin-sync/eks-admin-sync-default-expiry` }],
+  ['delete the schedule group', { action: 'scheduler:DeleteScheduleGroup', resource: `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule-group/eks-admin-sync` }],
+  ['pass the invoker role to a schedule of one\'s own', { action: 'iam:PassRole', resource: INVOKER, context: { 'iam:PassedToService': 'scheduler.amazonaws.com' } }],
+  ['widen the invoker role', { action: 'iam:PutRolePolicy', resource: INVOKER }]
 ]
 
 for (const [what, req] of attacks) {
@@ -181,6 +190,9 @@ const allowed = [
   [DEPLOYER, 'pass the function role to the function', { action: 'iam:PassRole', resource: FUNCTION_ROLE }],
   [DEPLOYER, 'create the function role without the boundary', { action: 'iam:CreateRole', resource: FUNCTION_ROLE }],
   [DEPLOYER, 'update the event rule', { action: 'events:PutTargets', resource: RULE }],
+  [FUNCTION_ROLE, 'keep its expiry wake-up', { action: 'scheduler:UpdateSchedule', resource: `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule/eks-admin-sync/eks-admin-sync-default-expiry` }],
+  [FUNCTION_ROLE, 'pass the invoker role to its schedule', { action: 'iam:PassRole', resource: INVOKER, context: { 'iam:PassedToService': 'scheduler.amazonaws.com' } }],
+  [INVOKER, 'invoke the function at the expiry', { action: 'lambda:InvokeFunction', resource: FUNCTION }],
   [FUNCTION_ROLE, 'create its marked entries', { action: 'eks:CreateAccessEntry', resource: CLUSTER, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
   [FUNCTION_ROLE, 'restore its mark tags', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default', ...MARKED } }],
   [FUNCTION_ROLE, 'update its entries', { action: 'eks:UpdateAccessEntry', resource: ENTRY, context: MARKED }],

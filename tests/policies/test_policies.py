@@ -19,6 +19,8 @@ PLATFORM = {
 DEPLOYER = "arn:aws:iam::111122223333:role/eks-admin-sync-deployer"
 # Exempt only from the statements that keep the function's ownership marks on access entries its own.
 FUNCTION_ROLE = "arn:aws:iam::111122223333:role/eks-admin-sync-function"
+# The role EventBridge Scheduler invokes the function with at the next expiry: exempt only from the invoke rule.
+INVOKER = "arn:aws:iam::111122223333:role/eks-admin-sync-expiry-invoker"
 
 
 def load(path):
@@ -62,7 +64,12 @@ def test_exemptions_name_exact_principals():
             assert "ArnNotLike" not in s.get("Condition", {}), (path, s["Sid"])
             for arn in exempted(s):
                 assert "*" not in arn and re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", arn), (path, s["Sid"], arn)
-                assert arn in PLATFORM | {DEPLOYER} | ({FUNCTION_ROLE} if "Entries" in s["Sid"] or "Marks" in s["Sid"] else set()), (path, s["Sid"], arn)
+                allowed = PLATFORM | {DEPLOYER}
+                if any(w in s["Sid"] for w in ("Entries", "Marks", "Schedule")):
+                    allowed = allowed | {FUNCTION_ROLE}
+                if "Invokes" in s["Sid"]:
+                    allowed = allowed | {INVOKER}
+                assert arn in allowed, (path, s["Sid"], arn)
 
 
 def test_the_tag_key_is_the_products():
