@@ -1,5 +1,6 @@
 """`make demo`: the seed scenario, step by step, against the local stack (nothing leaves 127.0.0.1)."""
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -11,6 +12,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lambda_runtime_api import RuntimeApi, lambda_env  # noqa: E402
 from stack import map_users, ADMIN_POLICY, BINARY, REPO, Stack  # noqa: E402
 
+# The expiry wake-up as the template configures it (its schedule group is made in the demo's step).
+WAKEUP = {"EXPIRY_SCHEDULE_GROUP": "eks-admin-sync", "EXPIRY_SCHEDULE_NAME": "eks-admin-sync-default-expiry",
+          "EXPIRY_SCHEDULE_ROLE_ARN": "arn:aws:iam::123456789012:role/eks-admin-sync-expiry-invoker",
+          "EXPIRY_SCHEDULE_TARGET_ARN": "arn:aws:lambda:us-east-1:123456789012:function:eks-admin-sync"}
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 step_no = 0
 
@@ -160,6 +165,35 @@ def main():
             show(f"{cluster}: kubectl auth whoami -> {who.stdout}")
             expect(stack.kubectl_as(cluster, session, ["get", "all", "-A"]).returncode == 0,
                    f"jane is cluster admin on {cluster}, named after the role and her session")
+
+        step("Temporary admin: tag oncall-jane admin until 8 seconds from now (eks-cluster-admin-expires)")
+        env = {"CLUSTER_NAMES": "prod platform", "ADMIN_PERMISSION_SETS": "Platform_Admin", **WAKEUP}
+        sched = stack.aws("scheduler")
+        sched.create_schedule_group(Name=WAKEUP["EXPIRY_SCHEDULE_GROUP"])
+        queue = stack.event_probe("demo")
+        until = (dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tags = {"eks-cluster-admin": "true", "eks-cluster-admin-expires": until}
+        jane = stack.create_user("oncall-jane", tags)
+        ev = json.load(open(os.path.join(REPO, "events", "tag-user.json")))
+        ev["detail"]["requestParameters"] = {"userName": "oncall-jane", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        rc, report, err = stack.handle_event(ev, env)
+        show(json.dumps({"nextExpiry": report.get("nextExpiry"), "wakeup": report.get("wakeup")}))
+        s = sched.get_schedule(GroupName=WAKEUP["EXPIRY_SCHEDULE_GROUP"], Name=WAKEUP["EXPIRY_SCHEDULE_NAME"])
+        show(f"schedule {s['Name']}: {s['ScheduleExpression']} {s['ScheduleExpressionTimezone']}, input {s['Target']['Input']}")
+        expect(rc == 0 and all(c["added"] for c in report["clusters"]), "granted on both clusters, with a one-time wake-up just after the expiry")
+        expect(stack.kubectl_as("platform", jane, ["get", "all", "-A"]).returncode == 0, "oncall-jane is cluster admin")
+        for e in stack.drain(queue):
+            show(f"event on the local bus: {e['detail-type']}: {e['detail']['principal']} on {e['detail']['cluster']}")
+
+        step("EventBridge Scheduler fires the wake-up at its time (played here: the emulator stores schedules, it does not fire them)")
+        wake = dt.datetime.strptime(s["ScheduleExpression"][3:-1], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
+        time.sleep(max(0.0, wake.timestamp() - time.time()))
+        rc, report, err = stack.handle_event(s["Target"]["Input"], env)
+        show(json.dumps({"trigger": report["trigger"]["kind"], "wakeup": report.get("wakeup")}))
+        for e in stack.drain(queue):
+            show(f"event on the local bus: {e['detail-type']}: {e['detail']['principal']} on {e['detail']['cluster']}")
+        p = stack.kubectl_as("platform", jane, ["get", "all", "-A"])
+        expect(rc == 0 and p.returncode != 0, "the grant expired on its own: revoked with audit action expire, the schedule deleted")
     finally:
         if fn is not None:
             fn.terminate()
