@@ -156,3 +156,23 @@ def test_a_scheduler_that_refuses_fails_nothing_that_was_written(st):
     assert "ResourceNotFoundException" in report["wakeup"]["error"], report["wakeup"]
     assert all(can_admin(st, c, alice) for c in MODES)
     assert "could not keep the expiry wake-up" in err
+
+
+def test_expiries_count_toward_max_removals(st):
+    """A clock or parsing bug must not become a removal spree: expiries are removals for the guard."""
+    until = at(5)
+    people = {n: st.create_user(n, {"eks-cluster-admin": "true", EXPIRES: until}) for n in ("ann", "ben")}
+    st.create_user("keeper", {"eks-cluster-admin": "true"})
+    rc, _, err = st.run_reconcile()
+    assert rc == 0, err
+    time.sleep(max(0.0, dt.datetime.strptime(until, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=dt.timezone.utc).timestamp() - time.time()) + 1)
+    rc, report, err = st.run_reconcile(extra={"MAX_REMOVALS": "1"})
+    assert rc != 0
+    for c in MODES:
+        r = cluster_report(report, c)
+        assert r["status"] == "guarded" and r["guard"]["rule"] == "max-removals", r
+        assert all(can_admin(st, c, creds) for creds in people.values()), c
+    rc, report, err = st.run_reconcile(extra={"MAX_REMOVALS": "1"}, force=True)
+    assert rc == 0, err
+    assert {r["action"] for r in audit_records(err)} == {"expire"}
