@@ -11,12 +11,16 @@
 use crate::core::audit::{AuditRecord, EVENT_SOURCE, Published, detail_type};
 use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use futures_util::{StreamExt, stream};
 use std::time::Duration;
 
 /// EventBridge's limit of entries per `PutEvents` call.
 pub const MAX_ENTRIES: usize = 10;
 /// Calls per batch: the first and two more for entries that failed.
 const ATTEMPTS: u32 = 3;
+/// Batches in flight at once: a full reconcile of hundreds of grants is tens of batches, and at a real
+/// round trip (tens of milliseconds) one after another would add seconds to the run.
+pub const CONCURRENCY: usize = 8;
 
 pub struct EventBus {
     client: aws_sdk_eventbridge::Client,
@@ -47,8 +51,12 @@ impl EventBus {
                 }
             }
         }
-        for batch in entries.chunks(MAX_ENTRIES) {
-            let (ok, failed, errors) = self.put_batch(batch.to_vec()).await;
+        let batches: Vec<(usize, usize, Vec<String>)> = stream::iter(entries.chunks(MAX_ENTRIES))
+            .map(|batch| self.put_batch(batch.to_vec()))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        for (ok, failed, errors) in batches {
             out.published += ok;
             out.failed += failed;
             out.errors.extend(errors);
