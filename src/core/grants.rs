@@ -319,38 +319,8 @@ pub fn clusters_for_tag(value: &str, settings: &Settings) -> (BTreeSet<String>, 
     (granted, note)
 }
 
-/// Account id and user name from an IAM user ARN `arn:PARTITION:iam::ACCOUNT:user/PATH/NAME`.
-pub fn parse_user_arn(arn: &str) -> Option<(&str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (arn_lit, partition, service, region, account, resource) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    let ok = arn_lit == "arn"
-        && partition.starts_with("aws")
-        && service == "iam"
-        && region.is_empty()
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && resource.starts_with("user/");
-    if !ok {
-        return None;
-    }
-    let name = resource.rsplit('/').next()?;
-    (!name.is_empty()).then_some((account, name))
-}
-
-/// The user-name segment of a user ARN, for matching owned entries to an event's user name.
-pub fn user_name_of_arn(arn: &str) -> Option<&str> {
-    parse_user_arn(arn).map(|(_, n)| n)
-}
-
-/// Account id, path (`/` or `/a/b/`) and role name from an IAM role ARN `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
-pub fn parse_role_arn(arn: &str) -> Option<(&str, &str, &str)> {
+/// Account id and resource of an IAM ARN `arn:PARTITION:iam::ACCOUNT:RESOURCE`.
+fn parse_iam_arn(arn: &str) -> Option<(&str, &str)> {
     let mut parts = arn.splitn(6, ':');
     let (arn_lit, partition, service, region, account, resource) = (
         parts.next()?,
@@ -366,13 +336,34 @@ pub fn parse_role_arn(arn: &str) -> Option<(&str, &str, &str)> {
         && region.is_empty()
         && account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit());
-    let rest = resource.strip_prefix("role")?;
-    if !ok || !rest.starts_with('/') {
+    ok.then_some((account, resource))
+}
+
+/// Account id, path (`/` or `/a/b/`) and name from an IAM ARN of `kind` (`user`, `role`).
+fn parse_named_arn<'a>(arn: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let (account, resource) = parse_iam_arn(arn)?;
+    let rest = resource.strip_prefix(kind)?;
+    if !rest.starts_with('/') {
         return None;
     }
     let cut = rest.rfind('/')?;
     let (path, name) = (&rest[..=cut], &rest[cut + 1..]);
     (!name.is_empty()).then_some((account, path, name))
+}
+
+/// Account id and user name from an IAM user ARN `arn:PARTITION:iam::ACCOUNT:user/PATH/NAME`.
+pub fn parse_user_arn(arn: &str) -> Option<(&str, &str)> {
+    parse_named_arn(arn, "user").map(|(account, _, name)| (account, name))
+}
+
+/// The user-name segment of a user ARN, for matching owned entries to an event's user name.
+pub fn user_name_of_arn(arn: &str) -> Option<&str> {
+    parse_user_arn(arn).map(|(_, n)| n)
+}
+
+/// Account id, path (`/` or `/a/b/`) and role name from an IAM role ARN `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+pub fn parse_role_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    parse_named_arn(arn, "role")
 }
 
 /// The role-name segment of a role ARN (path or not).
