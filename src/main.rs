@@ -9,6 +9,7 @@ use eks_admin_sync::adapters::kube::KubeClients;
 use eks_admin_sync::adapters::token::{Signer, StsTarget, exec_credential};
 use eks_admin_sync::adapters::wakeup::Wakeup;
 use eks_admin_sync::core::event::{Action, Intent, Trigger};
+use eks_admin_sync::core::ports::Lines;
 use eks_admin_sync::core::reconcile::{Clock, ReconcileError, Reconciler, Report};
 use eks_admin_sync::core::settings::Settings;
 use eks_admin_sync::store::Stores;
@@ -82,42 +83,72 @@ struct Function {
     app: App,
     events: Option<EventBus>,
     wakeup: Option<Wakeup>,
+    lines: Arc<dyn Lines>,
 }
 
+/// The longest each optional call of a run (putting the events on the bus, keeping the expiry wake-up) may
+/// take. They run after every write landed and its audit line was written, and never past the Lambda's own
+/// deadline less the safety margin: a slow or unreachable service (a VPC without its endpoint) costs at most
+/// this, and never a write or its record.
+const OPTIONAL_CALL_TIME: Duration = Duration::from_secs(10);
+
 impl Function {
+    /// The time an optional call may take now: [`OPTIONAL_CALL_TIME`], cut to what is left of the Lambda's
+    /// time (less the margin kept to report and log).
+    fn optional_time(clock: &Clock) -> Duration {
+        let left = clock.lambda_deadline.map(|d| {
+            d.checked_sub(eks_admin_sync::core::reconcile::SAFETY_MARGIN)
+                .map_or(Duration::ZERO, |stop| {
+                    stop.saturating_duration_since(tokio::time::Instant::now())
+                })
+        });
+        left.map_or(OPTIONAL_CALL_TIME, |l| l.min(OPTIONAL_CALL_TIME))
+    }
+
     /// Puts a written run's audit records on the event bus and says so in the report (a dry run announces
     /// nothing). Never fails the run: a failure is in `report.events` and in a metric line.
-    async fn announce(&self, report: &mut Report) {
+    async fn announce(&self, report: &mut Report, clock: &Clock) {
         let Some(bus) = &self.events else { return };
         if report.dry_run || report.audit.is_empty() {
             return;
         }
-        let published = bus.publish(&report.audit).await;
+        let time = Self::optional_time(clock);
+        let published = match tokio::time::timeout(time, bus.publish(&report.audit)).await {
+            Ok(p) => p,
+            Err(_) => bus.timed_out(report.audit.len(), time),
+        };
         if published.failed > 0 {
             tracing::error!(bus = %published.bus, failed = published.failed, errors = ?published.errors, "audit events not published; the records are in the logs");
         }
         let ts_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-        report
-            .metrics
-            .push(eks_admin_sync::core::audit::published_metric_line(
-                ts_ms,
-                &self.app.settings.deployment_id,
-                &published,
-            ));
+        let line = eks_admin_sync::core::audit::published_metric_line(
+            ts_ms,
+            &self.app.settings.deployment_id,
+            &published,
+        );
+        self.lines.metric(&line);
+        report.metrics.push(line);
         report.events = Some(published);
     }
 
     /// Keeps the one-time schedule at the run's next expiry (a dry run leaves it alone).
-    async fn wake_up_at_the_next_expiry(&self, report: &mut Report) {
+    async fn wake_up_at_the_next_expiry(&self, report: &mut Report, clock: &Clock) {
         let Some(w) = &self.wakeup else { return };
         if report.dry_run {
             return;
         }
-        report.wakeup = Some(w.keep(report.next_expiry.as_deref(), report.full).await);
+        let time = Self::optional_time(clock);
+        let kept = w.keep(report.next_expiry.as_deref(), report.full);
+        report.wakeup = Some(match tokio::time::timeout(time, kept).await {
+            Ok(v) => v,
+            Err(_) => w.timed_out(time),
+        });
     }
 
+    /// One run: the reconcile (whose audit and metric lines are written as they are made), then the
+    /// optional calls, each in its own bounded time.
     async fn run(&self, intent: Intent, clock: Clock) -> Result<Report, ReconcileError> {
         let mut result = self.app.run(intent, clock).await;
         let report = match &mut result {
@@ -126,8 +157,8 @@ impl Function {
             Err(_) => None,
         };
         if let Some(r) = report {
-            self.announce(r).await;
-            self.wake_up_at_the_next_expiry(r).await;
+            self.announce(r, &clock).await;
+            self.wake_up_at_the_next_expiry(r, &clock).await;
         }
         result
     }
@@ -169,7 +200,8 @@ async fn load_aws() -> anyhow::Result<Aws> {
     })
 }
 
-fn build_function(aws: &Aws, settings: Settings) -> Function {
+/// The function with its clients; its audit and metric lines go to stdout (`lambda`) or stderr (the CLI).
+fn build_function(aws: &Aws, settings: Settings, lambda: bool) -> Function {
     let events = settings
         .event_bus
         .as_deref()
@@ -178,10 +210,12 @@ fn build_function(aws: &Aws, settings: Settings) -> Function {
         .expiry_schedule
         .clone()
         .map(|s| Wakeup::new(&aws.conf, s));
+    let lines: Arc<dyn Lines> = Arc::new(cli::StreamLines { stdout: lambda });
     Function {
-        app: build_app(aws, settings),
+        app: build_app(aws, settings).with_lines(lines.clone()),
         events,
         wakeup,
+        lines,
     }
 }
 
@@ -277,7 +311,7 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
     let t1 = std::time::Instant::now();
     let aws = load_aws().await?;
     let t2 = std::time::Instant::now();
-    let app = build_function(&aws, settings);
+    let app = build_function(&aws, settings, true);
     let t3 = std::time::Instant::now();
     tracing::debug!(
         settings_us = (t1 - t0).as_micros() as u64,
@@ -295,18 +329,10 @@ async fn run_lambda() -> Result<(), lambda_runtime::Error> {
         if matches!(intent.trigger.kind, "manual" | "expiry") {
             intent.trigger.event_id = Some(ev.context.request_id.clone());
         }
+        // The account this function runs in: an event about another one is ignored.
+        intent.home_account = account_of_function(&ev.context.invoked_function_arn);
+        // Audit records and metric lines went to stdout as they were made (CloudWatch reads the EMF lines).
         let result = app.run(intent, clock).await;
-        // Audit records and metrics go to stdout as one JSON object a line (CloudWatch reads the EMF lines).
-        let printed: Option<&Report> = match &result {
-            Ok(r) => Some(r),
-            Err(ReconcileError::Clusters { report, .. }) => Some(report),
-            Err(_) => None,
-        };
-        if let Some(r) = printed
-            && let Err(e) = cli::write_lines(&mut std::io::stdout().lock(), r)
-        {
-            tracing::error!(error = %e, "could not write the audit and metric lines");
-        }
         match result {
             Ok(report) => serde_json::to_value(&report).map_err(|e| Diagnostic {
                 error_type: "ReportNotSerialisable".into(),
@@ -368,6 +394,13 @@ fn diagnostic(e: &ReconcileError) -> Diagnostic {
     }
 }
 
+/// The account of a Lambda function's ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`).
+fn account_of_function(arn: &str) -> Option<String> {
+    let account = arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| account.to_string())
+}
+
 /// The Lambda's deadline (milliseconds since the epoch) as a tokio instant.
 fn lambda_clock(deadline_ms: u64) -> Clock {
     let now = SystemTime::now();
@@ -411,20 +444,22 @@ fn intent_for(
         trigger: Trigger::of_kind("cli"),
         dry_run,
         force,
+        force_at: None,
+        accounts: Vec::new(),
+        home_account: None,
     })
 }
 
 async fn run_intent(intent: Intent, table: bool) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::from_env()?;
     let aws = load_aws().await?;
-    let app = build_function(&aws, settings);
+    // The same audit and metric lines as the Lambda, on stderr as they are made (stdout carries the report).
+    let app = build_function(&aws, settings, false);
     let (report, err) = match app.run(intent, Clock::unbounded()).await {
         Ok(r) => (r, None),
         Err(ReconcileError::Clusters { report, summary }) => (*report, Some(summary)),
         Err(e) => return Err(e.into()),
     };
-    // The same audit and metric lines as the Lambda, on stderr (stdout carries the report).
-    cli::write_lines(&mut std::io::stderr().lock(), &report)?;
     if table {
         print!("{}", cli::render_table(&report));
     } else {

@@ -2,7 +2,7 @@
 //! Clients are built once in `main` and reused across warm invocations.
 
 use crate::core::grants::{Principal, PrincipalKind};
-use crate::core::ports::{IamError, IamSource};
+use crate::core::ports::{Account, IamError, IamSource};
 use aws_sdk_eks::error::DisplayErrorContext;
 use aws_sdk_iam::types::EntityType;
 use base64::Engine;
@@ -129,19 +129,25 @@ impl Iam {
         })
     }
 
-    /// One page of `GetAccountAuthorizationDetails` (users and roles), appended to `out`; the next marker.
+    /// One page of `GetAccountAuthorizationDetails` (users and roles, and groups when asked), appended to
+    /// `out`; the next marker.
     async fn details_page(
         &self,
         page: usize,
         marker: Option<String>,
-        out: &mut Vec<Principal>,
+        groups: bool,
+        out: &mut Account,
     ) -> Result<Option<String>, IamError> {
         let op = "GetAccountAuthorizationDetails";
-        let resp = self
+        let mut call = self
             .client
             .get_account_authorization_details()
             .filter(EntityType::User)
-            .filter(EntityType::Role)
+            .filter(EntityType::Role);
+        if groups {
+            call = call.filter(EntityType::Group);
+        }
+        let resp = call
             .max_items(IAM_PAGE_SIZE)
             .set_marker(marker)
             .send()
@@ -154,11 +160,17 @@ impl Iam {
             op,
             message: format!("a {what} in the response has no name or ARN"),
         };
+        for g in resp.group_detail_list() {
+            let Some(name) = g.group_name() else {
+                return Err(missing("group"));
+            };
+            out.groups.push(name.to_string());
+        }
         for u in resp.user_detail_list() {
             let (Some(name), Some(arn)) = (u.user_name(), u.arn()) else {
                 return Err(missing("user"));
             };
-            out.push(Principal {
+            out.principals.push(Principal {
                 kind: PrincipalKind::User,
                 name: name.to_string(),
                 arn: arn.to_string(),
@@ -171,7 +183,7 @@ impl Iam {
             let (Some(name), Some(arn)) = (r.role_name(), r.arn()) else {
                 return Err(missing("role"));
             };
-            out.push(Principal {
+            out.principals.push(Principal {
                 kind: PrincipalKind::Role,
                 name: name.to_string(),
                 arn: arn.to_string(),
@@ -248,13 +260,15 @@ impl IamSource for Iam {
         }
     }
 
-    async fn list_principals(&self) -> Result<Vec<Principal>, IamError> {
-        let mut principals = Vec::new();
+    async fn list_principals(&self, groups: bool) -> Result<Account, IamError> {
+        let mut account = Account::default();
         let mut marker: Option<String> = None;
         for page in 0..MAX_PAGES {
-            marker = self.details_page(page, marker, &mut principals).await?;
+            marker = self
+                .details_page(page, marker, groups, &mut account)
+                .await?;
             if marker.is_none() {
-                return Ok(principals);
+                return Ok(account);
             }
         }
         Err(IamError {

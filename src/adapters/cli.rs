@@ -1,18 +1,43 @@
 //! What the CLI prints: the plan table, and the audit and metric lines (the same lines the Lambda prints).
 
+use crate::core::audit::AuditRecord;
 use crate::core::plan::Change;
+use crate::core::ports::Lines;
 use crate::core::reconcile::{ClusterReport, Report, Status};
 use std::io::Write;
 
-/// Writes every audit record, then every metric line, one JSON object a line.
-pub fn write_lines(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
-    for r in &report.audit {
-        writeln!(out, "{}", serde_json::to_string(r)?)?;
+/// Audit records and metric lines as JSON lines on stdout (Lambda, where CloudWatch Logs reads them) or
+/// stderr (the CLI, whose stdout carries the report), each written and flushed the moment it is made.
+pub struct StreamLines {
+    pub stdout: bool,
+}
+
+impl StreamLines {
+    fn write(&self, line: &str) {
+        let written = if self.stdout {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush())
+        } else {
+            let mut out = std::io::stderr().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush())
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "could not write an audit or metric line");
+        }
     }
-    for m in &report.metrics {
-        writeln!(out, "{m}")?;
+}
+
+impl Lines for StreamLines {
+    fn audit(&self, record: &AuditRecord) {
+        match serde_json::to_string(record) {
+            Ok(line) => self.write(&line),
+            Err(e) => tracing::error!(error = %e, "could not serialise an audit record"),
+        }
     }
-    out.flush()
+
+    fn metric(&self, line: &serde_json::Value) {
+        self.write(&line.to_string());
+    }
 }
 
 pub fn render_table(report: &Report) -> String {
@@ -78,9 +103,9 @@ fn table_rows(c: &ClusterReport) -> String {
         for r in &g.refused {
             rows.push([
                 "refused".into(),
-                r.arn.clone(),
-                r.username.clone(),
-                format!("guard rule {}", g.rule.name()),
+                r.grant.arn.clone(),
+                r.grant.username.clone(),
+                format!("guard rule {}", r.rule.name()),
             ]);
         }
     }

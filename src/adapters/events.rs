@@ -35,6 +35,21 @@ impl EventBus {
         }
     }
 
+    /// What a publish cut short by its time limit came to: none of the records is known to be on the bus
+    /// (some batches may have been put before the cut).
+    pub fn timed_out(&self, records: usize, time: std::time::Duration) -> Published {
+        Published {
+            bus: self.bus.clone(),
+            published: 0,
+            failed: records,
+            errors: vec![format!(
+                "PutEvents did not finish within {} ms (the time a run gives the bus); some of these events may \
+                 have been put before the cut, the others were not; the records are in the logs",
+                time.as_millis()
+            )],
+        }
+    }
+
     /// Puts every record on the bus, 10 a call, retrying failed entries; what happened, never an error.
     pub async fn publish(&self, records: &[AuditRecord]) -> Published {
         let mut out = Published {

@@ -15,9 +15,6 @@ use aws_sdk_scheduler::types::{
 };
 use serde_json::{Value, json};
 
-/// Seconds after an expiry that the wake-up fires: the run it starts must find the expiry passed.
-pub const AFTER_EXPIRY_SECONDS: i64 = 2;
-
 pub struct Wakeup {
     client: aws_sdk_scheduler::Client,
     schedule: ExpirySchedule,
@@ -34,34 +31,51 @@ pub enum Want {
     Keep,
 }
 
-/// The schedule expression for an expiry (`2026-12-02T18:00:00Z` → `at(2026-12-02T18:00:02)`).
-pub fn expression(expiry: &str) -> Option<String> {
-    let t: jiff::Timestamp = expiry.parse().ok()?;
-    let t = t
-        .checked_add(jiff::SignedDuration::from_secs(AFTER_EXPIRY_SECONDS))
-        .ok()?;
-    Some(format!("at({})", t.strftime("%Y-%m-%dT%H:%M:%S")))
+/// When the wake-up for an expiry runs: the first whole minute after it. EventBridge Scheduler invokes
+/// "with 60 second precision": a schedule set to run at 1:00 invokes its target between 1:00:00 and 1:00:59
+/// (Scheduler user guide, "Schedule types"). A schedule within the expiry's own minute could therefore run
+/// before the expiry (and the run it starts would still see the grant valid); one at the next whole minute
+/// runs after it. So a grant ends at most about two minutes after its expiry, plus the run's own time.
+pub fn wake_at(expiry: jiff::Timestamp) -> jiff::Timestamp {
+    let secs = expiry.as_second().div_euclid(60) * 60 + 60;
+    jiff::Timestamp::from_second(secs).unwrap_or(expiry)
 }
 
-/// What to do, given the next expiry, whether the run was full, the schedule there now and the time now
-/// (expressions compare as text: `at(YYYY-MM-DDTHH:MM:SS)`).
-pub fn decide(next: Option<&str>, full: bool, current: Option<&str>, now: &str) -> Want {
-    let wanted = next.and_then(expression);
-    match (wanted, full) {
-        (None, true) if current.is_some() => Want::None,
-        (None, _) => Want::Keep,
-        (Some(w), true) => {
-            if current == Some(w.as_str()) {
-                Want::Keep
-            } else {
-                Want::At(w)
-            }
-        }
-        (Some(w), false) => match current {
-            // An earlier wake-up still to come covers this one: the full reconcile it starts sets the next.
-            Some(c) if c <= w.as_str() && c > now => Want::Keep,
-            _ => Want::At(w),
-        },
+/// The schedule expression for a time (UTC, whole seconds): `at(2026-12-02T18:01:00)`.
+pub fn expression(t: jiff::Timestamp) -> String {
+    format!("at({})", t.strftime("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// The time an `at(...)` expression names (UTC).
+pub fn time_of(expr: &str) -> Option<jiff::Timestamp> {
+    let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
+    format!("{inner}Z").parse().ok()
+}
+
+/// What to do, given the next expiry (RFC 3339), whether the run was full, the schedule there now and the
+/// time now. A schedule whose time is at or before now has fired (or is about to, in its minute of
+/// precision) and cannot fire again: it counts as none. A wake-up is never set at or before now (a
+/// one-time schedule in the past never runs): it then goes to the next whole minute.
+pub fn decide(next: Option<&str>, full: bool, current: Option<&str>, now: jiff::Timestamp) -> Want {
+    let pending = current.filter(|c| time_of(c).is_some_and(|t| t > now));
+    let wanted = next
+        .and_then(|n| n.parse::<jiff::Timestamp>().ok())
+        .map(|e| wake_at(e).max(wake_at(now)));
+    let Some(w) = wanted else {
+        // Nothing expires: a full reconcile deletes what is there (fired or not); an event knows too
+        // little to.
+        return if full && current.is_some() {
+            Want::None
+        } else {
+            Want::Keep
+        };
+    };
+    let w_expr = expression(w);
+    match pending {
+        Some(c) if full && c == w_expr => Want::Keep,
+        // An earlier wake-up still to come covers an event's expiry: the full reconcile it starts sets the next.
+        Some(c) if !full && time_of(c).is_some_and(|t| t <= w) => Want::Keep,
+        _ => Want::At(w_expr),
     }
 }
 
@@ -71,6 +85,18 @@ impl Wakeup {
             client: aws_sdk_scheduler::Client::new(conf),
             schedule,
         }
+    }
+
+    /// What keeping the schedule cut short by its time limit came to, for the report.
+    pub fn timed_out(&self, time: std::time::Duration) -> Value {
+        let s = &self.schedule;
+        let e = format!(
+            "EventBridge Scheduler did not answer within {} ms (the time a run gives the wake-up); expiries wait \
+             for the next run",
+            time.as_millis()
+        );
+        tracing::error!(error = %e, "could not keep the expiry wake-up");
+        json!({"schedule": format!("{}/{}", s.group, s.name), "error": e})
     }
 
     /// Keeps the schedule at `next` (see the module). Returns what it did, for the report.
@@ -99,11 +125,7 @@ impl Wakeup {
         full: bool,
     ) -> Result<(&'static str, Option<String>), String> {
         let current = self.current().await?;
-        let now = format!(
-            "at({})",
-            jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S")
-        );
-        match decide(next, full, current.as_deref(), &now) {
+        match decide(next, full, current.as_deref(), jiff::Timestamp::now()) {
             Want::Keep => Ok(("unchanged", current)),
             Want::None => {
                 self.delete().await?;
@@ -224,44 +246,66 @@ impl Wakeup {
 mod tests {
     use super::*;
 
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn expressions_fire_just_after_the_expiry() {
+    fn the_wake_up_is_the_first_whole_minute_after_the_expiry() {
+        for (expiry, want) in [
+            ("2026-12-02T18:00:00Z", "at(2026-12-02T18:01:00)"),
+            ("2026-12-02T18:00:01Z", "at(2026-12-02T18:01:00)"),
+            ("2026-12-02T18:00:59Z", "at(2026-12-02T18:01:00)"),
+            ("2026-12-31T23:59:30Z", "at(2027-01-01T00:00:00)"),
+        ] {
+            assert_eq!(expression(wake_at(t(expiry))), want, "{expiry}");
+        }
         assert_eq!(
-            expression("2026-12-02T18:00:00Z").as_deref(),
-            Some("at(2026-12-02T18:00:02)")
+            time_of("at(2026-12-02T18:01:00)"),
+            Some(t("2026-12-02T18:01:00Z"))
         );
-        assert_eq!(
-            expression("2026-12-31T23:59:59Z").as_deref(),
-            Some("at(2027-01-01T00:00:01)")
-        );
-        assert_eq!(expression("soon"), None);
+        assert_eq!(time_of("rate(5 minutes)"), None);
+    }
+
+    proptest::proptest! {
+        /// Scheduler may run a schedule at any second of its minute: the run it starts always finds the
+        /// expiry passed, and it runs within two minutes of it.
+        #[test]
+        fn every_run_of_the_wake_up_is_after_the_expiry(secs in 1_700_000_000i64..1_900_000_000, jitter in 0i64..60) {
+            let expiry = jiff::Timestamp::from_second(secs).unwrap();
+            let at = time_of(&expression(wake_at(expiry))).unwrap();
+            let runs = at.checked_add(jiff::SignedDuration::from_secs(jitter)).unwrap();
+            proptest::prop_assert!(runs > expiry);
+            proptest::prop_assert!(runs.duration_since(expiry) <= jiff::SignedDuration::from_secs(120));
+        }
     }
 
     #[test]
     fn who_may_move_the_schedule() {
-        let now = "at(2026-12-02T12:00:00)";
+        let now = t("2026-12-02T12:00:00Z");
         let at = |s: &str| Want::At(s.to_string());
         let cases: &[(Option<&str>, bool, Option<&str>, Want)] = &[
-            // A full reconcile sets exactly the next expiry, or deletes.
+            // A full reconcile sets exactly the next expiry's wake-up, or deletes.
             (
                 Some("2026-12-02T18:00:00Z"),
                 true,
                 None,
-                at("at(2026-12-02T18:00:02)"),
+                at("at(2026-12-02T18:01:00)"),
             ),
             (
                 Some("2026-12-02T18:00:00Z"),
                 true,
                 Some("at(2026-12-02T13:00:00)"),
-                at("at(2026-12-02T18:00:02)"),
+                at("at(2026-12-02T18:01:00)"),
             ),
             (
                 Some("2026-12-02T18:00:00Z"),
                 true,
-                Some("at(2026-12-02T18:00:02)"),
+                Some("at(2026-12-02T18:01:00)"),
                 Want::Keep,
             ),
             (None, true, Some("at(2026-12-02T13:00:00)"), Want::None),
+            (None, true, Some("at(2026-12-02T11:00:00)"), Want::None),
             (None, true, None, Want::Keep),
             // An event only brings it earlier, or replaces one that has fired.
             (
@@ -273,20 +317,20 @@ mod tests {
             (
                 Some("2026-12-02T13:00:00Z"),
                 false,
-                Some("at(2026-12-02T18:00:02)"),
-                at("at(2026-12-02T13:00:02)"),
+                Some("at(2026-12-02T18:01:00)"),
+                at("at(2026-12-02T13:01:00)"),
             ),
             (
                 Some("2026-12-02T18:00:00Z"),
                 false,
                 Some("at(2026-12-02T11:00:00)"),
-                at("at(2026-12-02T18:00:02)"),
+                at("at(2026-12-02T18:01:00)"),
             ),
             (
                 Some("2026-12-02T18:00:00Z"),
                 false,
                 None,
-                at("at(2026-12-02T18:00:02)"),
+                at("at(2026-12-02T18:01:00)"),
             ),
             (None, false, Some("at(2026-12-02T13:00:00)"), Want::Keep),
         ];
@@ -297,5 +341,32 @@ mod tests {
                 "{next:?} {full} {current:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_schedule_that_has_fired_is_set_again() {
+        // The old +2 s wake-up for an expiry at 12:00:00 could run at 12:00:02.4 within its minute and find
+        // the grant still valid at 11:59:59.6 by a clock a little behind: the expression it would want is
+        // the one that just fired. At or before now, that one counts as gone.
+        let expiry = "2026-12-02T12:00:00Z";
+        let fired = "at(2026-12-02T12:00:00)";
+        for full in [true, false] {
+            assert_eq!(
+                decide(Some(expiry), full, Some(fired), t("2026-12-02T12:00:00Z")),
+                Want::At("at(2026-12-02T12:01:00)".into()),
+                "full {full}"
+            );
+        }
+        // Even when the expiry's own wake-up is the one that fired (a clock behind the scheduler's), the
+        // next one is in the future: never at or before now.
+        assert_eq!(
+            decide(
+                Some("2026-12-02T11:59:30Z"),
+                true,
+                Some(fired),
+                t("2026-12-02T12:00:05Z")
+            ),
+            Want::At("at(2026-12-02T12:01:00)".into())
+        );
     }
 }

@@ -17,9 +17,9 @@
 //! Guarded, Failed (counts) and Duration (milliseconds), one line per cluster and invocation.
 
 use crate::core::event::Trigger;
-use crate::core::grants::{Grant, PrincipalKind, Source};
-use crate::core::guard::Guarded;
-use crate::core::plan::{Change, Plan, Skip};
+use crate::core::grants::{PrincipalKind, Source};
+use crate::core::guard::{Guarded, Refused};
+use crate::core::plan::{Change, Plan, Retirement, Skip};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -43,10 +43,15 @@ pub struct AuditRecord {
     pub principal: String,
     /// `user` or `role`.
     pub principal_kind: PrincipalKind,
-    /// What makes the principal an admin (`tag:<KEY>`, `permission-set:<NAME>`, `iam-group:<NAME>`), on
-    /// grants and updates.
+    /// What makes the principal an admin (`tag:<KEY>`, `permission-set:<NAME>`, `iam-group:<NAME>`): on
+    /// grants and updates the source now; on revokes, expiries, migrations and refusals the source the
+    /// store recorded for the grant (absent when the grant does not say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// On an update that changes the recorded source: the source before (`unrecorded` for a grant written
+    /// before grants recorded their source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_before: Option<String>,
     /// The IAM user id the grant is bound to (`AIDA…`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub principal_id: Option<String>,
@@ -95,6 +100,7 @@ impl Context<'_> {
             principal: principal.to_string(),
             principal_kind: PrincipalKind::of_arn(principal).unwrap_or_default(),
             source: None,
+            source_before: None,
             principal_id: None,
             username: None,
             username_before: None,
@@ -108,137 +114,161 @@ impl Context<'_> {
     }
 }
 
-/// One record per change, skip and refused change of a cluster's final plan.
-pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<AuditRecord> {
-    let forced = guard.filter(|g| g.forced).map(|g| g.message.clone());
-    let replaced = |arn: &str| {
-        plan.replaced
-            .iter()
-            .find(|r| r.arn == arn)
-            .map(|r| {
-                format!(
-                    "another IAM user now holds this ARN (id {} was granted, id {} holds it now: deleted and \
-                     re-created, or renamed onto the name): the old grant is revoked and the new holder decided afresh",
-                    r.old_id, r.new_id
-                )
-            })
-    };
-    let mut out = Vec::new();
-    for c in &plan.changes {
-        let r = match c {
-            Change::Add(g) => AuditRecord {
+/// Why a replaced principal's old grant went (a record of its removal and of its new grant say so).
+fn replaced_reason(plan: &Plan, arn: &str) -> Option<String> {
+    plan.replaced.iter().find(|r| r.arn == arn).map(|r| {
+        format!(
+            "another IAM principal now holds this ARN (id {} was granted, id {} holds it now: deleted and \
+             re-created, or renamed onto the name): the old grant is revoked and the new holder decided afresh",
+            r.old_id, r.new_id
+        )
+    })
+}
+
+/// The message a forced run's removals carry.
+fn forced_message(guard: Option<&Guarded>) -> Option<String> {
+    guard.filter(|g| g.forced).map(|g| g.message.clone())
+}
+
+/// The record of one change of the cluster's own store, as it lands (or, in a dry run, as planned).
+pub fn change_record(
+    ctx: &Context,
+    plan: &Plan,
+    guard: Option<&Guarded>,
+    c: &Change,
+) -> AuditRecord {
+    match c {
+        Change::Add(g) => AuditRecord {
+            source: g.source.clone(),
+            principal_id: g.id.clone(),
+            username: Some(g.username.clone()),
+            groups_after: Some(g.groups.clone()),
+            reason: replaced_reason(plan, &g.arn),
+            ..ctx.record("grant", &g.arn)
+        },
+        Change::Update { from, to } => AuditRecord {
+            source: to.source.clone(),
+            source_before: from
+                .source
+                .clone()
+                .filter(|_| from.source != to.source)
+                .map(|s| s.to_string())
+                .or_else(|| {
+                    (from.source.is_none() && to.source.is_some()).then(|| "unrecorded".to_string())
+                }),
+            principal_id: to.id.clone(),
+            username: Some(to.username.clone()),
+            username_before: (from.username != to.username).then(|| from.username.clone()),
+            groups_before: Some(from.groups.clone()),
+            groups_after: Some(to.groups.clone()),
+            ..ctx.record("update", &to.arn)
+        },
+        Change::Remove(g) => {
+            let expiry = is_expired(ctx.expired, &g.arn);
+            AuditRecord {
                 source: g.source.clone(),
                 principal_id: g.id.clone(),
                 username: Some(g.username.clone()),
-                groups_after: Some(g.groups.clone()),
-                reason: replaced(&g.arn),
-                ..ctx.record("grant", &g.arn)
-            },
-            Change::Update { from, to } => AuditRecord {
-                source: to.source.clone(),
-                principal_id: to.id.clone(),
-                username: Some(to.username.clone()),
-                username_before: (from.username != to.username).then(|| from.username.clone()),
-                groups_before: Some(from.groups.clone()),
-                groups_after: Some(to.groups.clone()),
-                ..ctx.record("update", &to.arn)
-            },
-            Change::Remove(g) => {
-                let expiry = is_expired(ctx.expired, &g.arn);
-                AuditRecord {
-                    principal_id: g.id.clone(),
-                    username: Some(g.username.clone()),
-                    groups_before: Some(g.groups.clone()),
-                    reason: replaced(&g.arn)
-                        .or_else(|| forced.clone())
-                        .or_else(|| expiry.then(|| EXPIRED.to_string())),
-                    ..ctx.record(if expiry { "expire" } else { "revoke" }, &g.arn)
-                }
-            }
-        };
-        out.push(r);
-    }
-    if let Some(r) = plan.retire.as_deref() {
-        for c in &r.plan.changes {
-            let g = c.grant();
-            let moved = r.migrated.contains(&g.arn);
-            out.push(AuditRecord {
-                store: AWS_AUTH,
-                principal_id: g.id.clone(),
-                username: Some(g.username.clone()),
                 groups_before: Some(g.groups.clone()),
-                reason: Some(if moved {
-                    "moved to an access entry: the aws-auth mapping is removed once the entry and its access \
-                     policies are in place"
-                        .into()
-                } else if is_expired(ctx.expired, &g.arn) {
-                    EXPIRED.into()
-                } else {
-                    forced.clone().unwrap_or_else(|| {
-                        "aws-auth mapping revoked (in API_AND_CONFIG_MAP mode EKS still reads aws-auth for a \
-                         principal without an access entry)"
-                            .into()
-                    })
-                }),
-                ..ctx.record(
-                    if moved {
-                        "migrate"
-                    } else if is_expired(ctx.expired, &g.arn) {
-                        "expire"
-                    } else {
-                        "revoke"
-                    },
-                    &g.arn,
-                )
-            });
-        }
-        for sk in &r.plan.skipped {
-            out.push(AuditRecord {
-                store: AWS_AUTH,
-                principal_id: sk.current.as_ref().and_then(|g| g.id.clone()),
-                username: sk.current.as_ref().map(|g| g.username.clone()),
-                groups_before: sk.current.as_ref().map(|g| g.groups.clone()),
-                groups_after: sk.current.as_ref().map(|g| g.groups.clone()),
-                reason: Some(sk.reason.clone()),
-                applied: false,
-                ..ctx.record("skip", &sk.arn)
-            });
+                reason: replaced_reason(plan, &g.arn)
+                    .or_else(|| forced_message(guard))
+                    .or_else(|| expiry.then(|| EXPIRED.to_string())),
+                ..ctx.record(if expiry { "expire" } else { "revoke" }, &g.arn)
+            }
         }
     }
-    for Skip {
-        arn,
-        current,
-        reason,
-        ..
-    } in &plan.skipped
-    {
-        out.push(AuditRecord {
-            principal_id: current.as_ref().and_then(|g| g.id.clone()),
-            username: current.as_ref().map(|g| g.username.clone()),
-            groups_before: current.as_ref().map(|g| g.groups.clone()),
-            groups_after: current.as_ref().map(|g| g.groups.clone()),
-            reason: Some(reason.clone()),
-            applied: false,
-            ..ctx.record("skip", arn)
-        });
+}
+
+/// The record of one retired `aws-auth` mapping (on a cluster access entries serve): a move or a revocation.
+pub fn retired_record(
+    ctx: &Context,
+    retire: &Retirement,
+    guard: Option<&Guarded>,
+    c: &Change,
+) -> AuditRecord {
+    let g = c.grant();
+    let moved = retire.migrated.contains(&g.arn);
+    let expiry = !moved && is_expired(ctx.expired, &g.arn);
+    AuditRecord {
+        store: AWS_AUTH,
+        source: g.source.clone(),
+        principal_id: g.id.clone(),
+        username: Some(g.username.clone()),
+        groups_before: Some(g.groups.clone()),
+        reason: Some(if moved {
+            "moved to an access entry: the aws-auth mapping is removed once the entry and its access policies \
+             are in place"
+                .into()
+        } else if expiry {
+            EXPIRED.into()
+        } else {
+            forced_message(guard).unwrap_or_else(|| {
+                "aws-auth mapping revoked (in API_AND_CONFIG_MAP mode EKS still reads aws-auth for a principal \
+                 without an access entry)"
+                    .into()
+            })
+        }),
+        ..ctx.record(
+            if moved {
+                "migrate"
+            } else if expiry {
+                "expire"
+            } else {
+                "revoke"
+            },
+            &g.arn,
+        )
     }
+}
+
+/// One record per change, skip and refused change of a cluster's final plan.
+pub fn records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = plan
+        .changes
+        .iter()
+        .map(|c| change_record(ctx, plan, guard, c))
+        .collect();
+    if let Some(r) = plan.retire.as_deref() {
+        out.extend(
+            r.plan
+                .changes
+                .iter()
+                .map(|c| retired_record(ctx, r, guard, c)),
+        );
+    }
+    out.extend(unwritten_records(ctx, plan, guard));
+    out
+}
+
+/// The records of what was not written: skips (of the store and of retired mappings) and refusals.
+pub fn unwritten_records(ctx: &Context, plan: &Plan, guard: Option<&Guarded>) -> Vec<AuditRecord> {
+    let skip = |sk: &Skip, store: &'static str| AuditRecord {
+        store,
+        principal_id: sk.current.as_ref().and_then(|g| g.id.clone()),
+        source: sk.current.as_ref().and_then(|g| g.source.clone()),
+        username: sk.current.as_ref().map(|g| g.username.clone()),
+        groups_before: sk.current.as_ref().map(|g| g.groups.clone()),
+        groups_after: sk.current.as_ref().map(|g| g.groups.clone()),
+        reason: Some(sk.reason.clone()),
+        applied: false,
+        ..ctx.record("skip", &sk.arn)
+    };
+    let mut out = Vec::new();
+    if let Some(r) = plan.retire.as_deref() {
+        out.extend(r.plan.skipped.iter().map(|sk| skip(sk, AWS_AUTH)));
+    }
+    out.extend(plan.skipped.iter().map(|sk| skip(sk, ctx.store)));
     if let Some(g) = guard.filter(|g| !g.forced) {
-        for Grant {
-            arn,
-            username,
-            groups,
-            id,
-            ..
-        } in &g.refused
-        {
+        for Refused { grant, rule } in &g.refused {
             out.push(AuditRecord {
-                principal_id: id.clone(),
-                username: Some(username.clone()),
-                groups_before: Some(groups.clone()),
-                groups_after: Some(groups.clone()),
-                reason: Some(g.message.clone()),
+                source: grant.source.clone(),
+                principal_id: grant.id.clone(),
+                username: Some(grant.username.clone()),
+                groups_before: Some(grant.groups.clone()),
+                groups_after: Some(grant.groups.clone()),
+                reason: Some(g.message_of(*rule).to_string()),
                 applied: false,
-                ..ctx.record("guard", arn)
+                ..ctx.record("guard", &grant.arn)
             });
         }
     }
@@ -387,7 +417,8 @@ pub fn metric_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::guard::Rule;
+    use crate::core::grants::Grant;
+    use crate::core::guard::{Rule, RuleMessage};
     use crate::core::plan::SkipKind;
 
     fn g(n: &str, groups: &[&str]) -> Grant {
@@ -436,10 +467,20 @@ mod tests {
         };
         let guard = Guarded {
             rule: Rule::MaxRemovals,
+            rules: vec![RuleMessage {
+                rule: Rule::MaxRemovals,
+                message: "rule max-removals".into(),
+            }],
             count: 1,
             forced: false,
-            refused: vec![g("e", &["system:masters"])],
-            message: "rule max-removals".into(),
+            refused: vec![Refused {
+                grant: Grant {
+                    source: Some(Source::IamGroup("ops".into())),
+                    ..g("e", &["system:masters"])
+                },
+                rule: Rule::MaxRemovals,
+            }],
+            message: "rule max-removals; to let it through".into(),
         };
         let r = records(&ctx, &plan, Some(&guard));
         let actions: Vec<&str> = r.iter().map(|x| x.action).collect();
@@ -455,20 +496,45 @@ mod tests {
         assert!(r[2].groups_after.is_none());
         assert!(r[0].applied && !r[3].applied && !r[4].applied);
         assert_eq!(r[4].reason.as_deref(), Some("rule max-removals"));
+        assert_eq!(r[4].source, Some(Source::IamGroup("ops".into())));
         let v = serde_json::to_value(&r[0]).unwrap();
         assert_eq!(v["audit"], SCHEMA);
         assert_eq!(v["trigger"]["eventId"], "e-1");
         assert_eq!(v["groupsBefore"], Value::Null);
         assert_eq!(v["principalKind"], "user");
         assert_eq!(v.get("source"), None, "a grant without a source says none");
-        // A desired grant carries its source; a revocation has none left.
+        // A desired grant carries its source; a revocation the source its store recorded (none when the
+        // grant does not say); an update that records a source says what was recorded before.
+        let tag = Source::Tag("eks-cluster-admin".into());
+        let group = Source::IamGroup("platform".into());
         let more = Plan {
             changes: vec![
                 Change::Add(Grant {
-                    source: Some(Source::Tag("eks-cluster-admin".into())),
+                    source: Some(tag.clone()),
                     ..g("a", &[])
                 }),
                 Change::Remove(g("c", &[])),
+                Change::Remove(Grant {
+                    source: Some(group.clone()),
+                    ..g("d", &[])
+                }),
+                Change::Update {
+                    from: g("e", &[]),
+                    to: Grant {
+                        source: Some(tag.clone()),
+                        ..g("e", &[])
+                    },
+                },
+                Change::Update {
+                    from: Grant {
+                        source: Some(group.clone()),
+                        ..g("f", &[])
+                    },
+                    to: Grant {
+                        source: Some(tag.clone()),
+                        ..g("f", &[])
+                    },
+                },
             ],
             ..Default::default()
         };
@@ -476,6 +542,11 @@ mod tests {
         let v: Vec<Value> = r.iter().map(|x| serde_json::to_value(x).unwrap()).collect();
         assert_eq!(v[0]["source"], "tag:eks-cluster-admin");
         assert_eq!(v[1].get("source"), None);
+        assert_eq!(v[2]["source"], "iam-group:platform");
+        assert_eq!(v[3]["sourceBefore"], "unrecorded");
+        assert_eq!(v[4]["sourceBefore"], "iam-group:platform");
+        assert_eq!(v[4]["source"], "tag:eks-cluster-admin");
+        assert_eq!(v[0].get("sourceBefore"), None);
         assert!(v.iter().all(|x| x["principalKind"] == "user"));
 
         let c = Counts::of(&plan, Some(&guard), &[]);

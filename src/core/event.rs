@@ -5,7 +5,8 @@
 //!   the event's own tag list is never trusted, IAM is re-read);
 //! - EventBridge "Scheduled Event" from `aws.events` (full reconcile);
 //! - a manual payload `{"action":"reconcile", "user"?: NAME, "users"?: [NAMES], "role"?: NAME,
-//!   "roles"?: [NAMES], "dryRun"?: bool, "force"?: bool}`.
+//!   "roles"?: [NAMES], "dryRun"?: bool, "force"?: bool, "forceAt"?: RFC 3339 UTC}` (`force` needs
+//!   `forceAt`, the time the person made it: a retry of the invocation long after is refused).
 
 use crate::core::grants::PrincipalKind;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -79,7 +80,21 @@ pub struct Intent {
     pub dry_run: bool,
     /// Override the removal guard for this one run (manual payload `force` or the CLI's `--force`).
     pub force: bool,
+    /// When the person made a manual payload's `force` (`forceAt`): the run refuses a force older than
+    /// [`FORCE_MAX_AGE`], so a Lambda retry cannot apply it to a different plan long after.
+    pub force_at: Option<jiff::Timestamp>,
+    /// The AWS accounts the event says it is about (the EventBridge envelope's `account`, CloudTrail's
+    /// `recipientAccountId`): an event of another account is ignored.
+    pub accounts: Vec<String>,
+    /// The account this invocation runs in, when the runtime tells it (the Lambda function's ARN); the
+    /// configured account (`FUNCTION_ROLE_ARN`) otherwise.
+    pub home_account: Option<String>,
 }
+
+/// How long a manual payload's `force` is honoured after its `forceAt` (and how far ahead of the
+/// function's clock `forceAt` may be, for a person's clock that runs fast).
+pub const FORCE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+pub const FORCE_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -144,6 +159,9 @@ impl Intent {
             trigger,
             dry_run: false,
             force: false,
+            force_at: None,
+            accounts: Vec::new(),
+            home_account: None,
         }
     }
 }
@@ -208,6 +226,8 @@ struct ManualPayload {
     roles: Option<Vec<String>>,
     dry_run: Option<bool>,
     force: Option<bool>,
+    /// When the person made the force (RFC 3339 UTC).
+    force_at: Option<String>,
     /// `"expiry"`: the one-time schedule the function keeps at the next expiry invoked it.
     reason: Option<String>,
 }
@@ -240,7 +260,15 @@ pub fn parse(event: &Value) -> Result<Intent, EventError> {
             })?;
         let source = envelope.source.as_str();
         let detail_type = envelope.detail_type.as_str();
-        return match (source, detail_type) {
+        let mut accounts: Vec<String> = envelope.account.iter().cloned().collect();
+        if let Some(recipient) = envelope
+            .detail
+            .get("recipientAccountId")
+            .and_then(Value::as_str)
+        {
+            accounts.push(recipient.to_string());
+        }
+        let intent = match (source, detail_type) {
             ("aws.events", "Scheduled Event") => {
                 let trigger = Trigger {
                     event_id: envelope.id.clone(),
@@ -256,6 +284,7 @@ pub fn parse(event: &Value) -> Result<Intent, EventError> {
                 found: format!("EventBridge source {source:?}, detail-type {detail_type:?}"),
             }),
         };
+        return intent.map(|i| Intent { accounts, ..i });
     }
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).take(5).collect();
     keys.sort_unstable();
@@ -289,6 +318,37 @@ fn parse_manual(event: &Value) -> Result<Intent, EventError> {
             });
         }
     };
+    let force = p.force.unwrap_or(false);
+    if force && kind == "expiry" {
+        return Err(EventError::Malformed {
+            kind: "manual",
+            reason: "force is never part of the expiry wake-up (the guard applies to expiries as to any \
+                     removal); a person forces a run with {\"action\":\"reconcile\",\"force\":true,\"forceAt\":…}"
+                .into(),
+        });
+    }
+    let force_at = match (&p.force_at, force) {
+        (None, true) => {
+            return Err(EventError::Malformed {
+                kind: "manual",
+                reason: "force needs forceAt, the time you made it (RFC 3339 UTC, e.g. \
+                         \"forceAt\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"): a force is honoured for 5 minutes, so a \
+                         retry of the invocation cannot apply it to a different plan later"
+                    .into(),
+            });
+        }
+        (Some(t), _) => {
+            Some(
+                crate::core::settings::parse_utc(t).ok_or_else(|| EventError::Malformed {
+                    kind: "manual",
+                    reason: format!(
+                        "forceAt {t:?} is not an RFC 3339 UTC time such as 2026-12-07T10:00:00Z"
+                    ),
+                })?,
+            )
+        }
+        (None, false) => None,
+    };
     let users = p.user.into_iter().chain(p.users.unwrap_or_default());
     let roles = p.role.into_iter().chain(p.roles.unwrap_or_default());
     let mut named: Vec<Named> = users
@@ -307,7 +367,8 @@ fn parse_manual(event: &Value) -> Result<Intent, EventError> {
     };
     Ok(Intent {
         dry_run: p.dry_run.unwrap_or(false),
-        force: p.force.unwrap_or(false),
+        force,
+        force_at,
         ..Intent::new(action, Trigger::of_kind(kind))
     })
 }
@@ -668,10 +729,39 @@ mod tests {
 
     #[test]
     fn manual_flags() {
-        let m = parse(&serde_json::json!({"action":"reconcile","force":true})).unwrap();
+        let m = parse(&serde_json::json!({"action":"reconcile","force":true,"forceAt":"2026-12-07T10:00:00Z"}))
+            .unwrap();
         assert_eq!(m.action, Action::ReconcileAll);
         assert!(m.force && !m.dry_run);
+        assert_eq!(m.force_at, "2026-12-07T10:00:00Z".parse().ok());
         assert_eq!(m.trigger.kind, "manual");
+        // A force says when a person made it; the expiry wake-up never forces.
+        for (bad, needle) in [
+            (
+                serde_json::json!({"action":"reconcile","force":true}),
+                "force needs forceAt",
+            ),
+            (
+                serde_json::json!({"action":"reconcile","force":true,"forceAt":"2026-12-07T10:00:00+01:00"}),
+                "not an RFC 3339 UTC time",
+            ),
+            (
+                serde_json::json!({"action":"reconcile","reason":"expiry","force":true,"forceAt":"2026-12-07T10:00:00Z"}),
+                "never part of the expiry wake-up",
+            ),
+        ] {
+            let e = parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        // The accounts an event names, for the check against the function's own.
+        let mut ev: Value = serde_json::from_slice(&sample("tag-user.json")).unwrap();
+        ev["account"] = "210987654321".into();
+        let i = parse(&ev).unwrap();
+        assert!(
+            i.accounts.contains(&"210987654321".to_string()),
+            "{:?}",
+            i.accounts
+        );
         let m = parse_bytes(&sample("manual-user-dry-run.json")).unwrap();
         assert!(m.dry_run && !m.force);
         assert!(parse(&serde_json::json!({"action":"reconcile","force":"yes"})).is_err());

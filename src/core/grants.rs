@@ -4,7 +4,7 @@
 //! it: `aws-auth` writes a `mapUsers` row, access entries an entry and its policies.
 
 use crate::core::settings::{
-    AccessPolicy, Settings, parse_bool, render_role_username, render_username,
+    AccessPolicy, Settings, parse_bool, parse_utc, render_role_username, render_username,
 };
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -45,9 +45,9 @@ pub enum Source {
 }
 
 impl Source {
-    /// Whether this source could have granted `g` (the guard refuses such removals when the source
-    /// yields nobody at all). A source that yields nobody may be a typo of the name that did grant, so a
-    /// permission set counts for every Identity Center role and a group for every user.
+    /// Whether this source could have granted `g`, when `g` does not say which source made it (a grant
+    /// written before grants recorded their source): a permission set counts for every Identity Center
+    /// role, a group for every user, the tag for anyone.
     pub fn could_grant(&self, g: &Grant) -> bool {
         match self {
             Source::Tag(_) => true,
@@ -60,6 +60,52 @@ impl Source {
             Source::IamGroup(_) => g.kind == PrincipalKind::User,
         }
     }
+
+    /// Whether both are the same kind of source (the tag, a permission set, a group).
+    pub fn same_kind(&self, other: &Source) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    /// The source as `tag:<key>`, `permission-set:<name>` or `iam-group:<name>` reads back; `None` for
+    /// anything else (a grant whose source cannot be read is judged as one that does not say).
+    pub fn parse(text: &str) -> Option<Source> {
+        let (kind, name) = text.split_once(':')?;
+        if name.is_empty() {
+            return None;
+        }
+        match kind {
+            "tag" => Some(Source::Tag(name.to_string())),
+            "permission-set" => Some(Source::PermissionSet(name.to_string())),
+            "iam-group" => Some(Source::IamGroup(name.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The source as an access-entry tag value holds it. Tag values may hold letters, digits, spaces and
+    /// `+ - = . _ : / @` (EKS `TagResource`, AWS tag restrictions), not the `,` that IAM allows in
+    /// permission-set and group names: a `,` is written as a space, which no such name can hold.
+    pub fn to_tag_value(&self) -> String {
+        match self {
+            Source::Tag(_) => self.to_string(),
+            Source::PermissionSet(_) | Source::IamGroup(_) => self.to_string().replace(',', " "),
+        }
+    }
+
+    /// The source an access-entry tag value holds (see [`Source::to_tag_value`]).
+    pub fn from_tag_value(value: &str) -> Option<Source> {
+        match Source::parse(value)? {
+            Source::PermissionSet(n) => Some(Source::PermissionSet(n.replace(' ', ","))),
+            Source::IamGroup(n) => Some(Source::IamGroup(n.replace(' ', ","))),
+            tag => Some(tag),
+        }
+    }
+}
+
+/// The one rule by which a configured permission-set or group name names what IAM has: exactly, letter
+/// case included (IAM compares ARNs in policies case-sensitively, so the SCP's group ARNs match this way).
+/// Granting and the removal guard both use it: a name that grants nobody is the name the guard suspects.
+pub fn names_match(configured: &str, in_iam: &str) -> bool {
+    configured == in_iam
 }
 
 impl std::fmt::Display for Source {
@@ -208,12 +254,7 @@ fn expiry_of(
             None => Ok(None),
         };
     };
-    let v = raw.trim();
-    let t = v
-        .strip_suffix('Z')
-        .filter(|_| v.len() >= 20 && v.as_bytes().get(10) == Some(&b'T'))
-        .and_then(|_| v.parse::<jiff::Timestamp>().ok())
-        .ok_or_else(|| {
+    let t = parse_utc(raw).ok_or_else(|| {
             Refused::Invalid(format!(
                 "tag {key}={raw:?} is not an RFC 3339 UTC time such as 2026-12-02T18:00:00Z; not an admin"
             ))
@@ -488,7 +529,10 @@ fn tag_source(
 fn other_source(p: &Principal, settings: &Settings) -> Option<Source> {
     // Names match exactly, as the SCP's group ARNs do (IAM compares ARNs case-sensitively in policies).
     if let Some(set) = p.permission_set()
-        && let Some(named) = settings.permission_sets.iter().find(|s| *s == set)
+        && let Some(named) = settings
+            .permission_sets
+            .iter()
+            .find(|s| names_match(s, set))
     {
         return Some(Source::PermissionSet(named.clone()));
     }
@@ -496,7 +540,7 @@ fn other_source(p: &Principal, settings: &Settings) -> Option<Source> {
         let group = settings
             .iam_groups
             .iter()
-            .find(|g| p.groups.iter().any(|m| m == *g));
+            .find(|g| p.groups.iter().any(|m| names_match(g, m)));
         return group.map(|g| Source::IamGroup(g.clone()));
     }
     None
@@ -692,6 +736,31 @@ mod tests {
                 .collect(),
             groups: vec![],
         }
+    }
+
+    #[test]
+    fn sources_read_back_as_written() {
+        for src in [
+            Source::Tag("eks-cluster-admin".into()),
+            Source::Tag("team:admin key".into()),
+            Source::PermissionSet("Platform_Admin".into()),
+            Source::PermissionSet("a,b@c".into()),
+            Source::IamGroup("ops,oncall".into()),
+        ] {
+            assert_eq!(Source::parse(&src.to_string()), Some(src.clone()), "{src}");
+            let tag = src.to_tag_value();
+            // What EKS accepts in a tag value (letters, digits, spaces and + - = . _ : / @).
+            assert!(
+                tag.chars()
+                    .all(|c| c.is_alphanumeric() || " +-=._:/@".contains(c)),
+                "{tag}"
+            );
+            assert_eq!(Source::from_tag_value(&tag), Some(src.clone()), "{tag}");
+        }
+        for bad in ["", "tag", "tag:", "group:x", "permission-set"] {
+            assert_eq!(Source::parse(bad), None, "{bad:?}");
+        }
+        assert!(names_match("Admin", "Admin") && !names_match("admin", "Admin"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::core::event::Named;
 use crate::core::grants::{
-    ArnKey, Grant, PrincipalKind, aws_auth_arn, principal_of_arn, role_name_of_arn,
+    ArnKey, Grant, PrincipalKind, Source, aws_auth_arn, principal_of_arn, role_name_of_arn,
 };
 use crate::core::settings::AccessPolicy;
 use serde::Serialize;
@@ -38,6 +38,9 @@ pub struct CurrentEntry {
     pub policies: Option<Vec<AccessPolicy>>,
     /// Who else the entry names as its owner (another deployment's mark), for the report.
     pub held_by: Option<String>,
+    /// The source the grant was made by, as the store recorded it beside its marks; `None` when the entry
+    /// does not say (written before grants recorded their source, or someone else's).
+    pub source: Option<Source>,
 }
 
 /// What form a store's grants take.
@@ -68,6 +71,9 @@ pub struct ClusterState {
     /// Names of the roles the cluster's nodes sign in with (a node row in `mapRoles`, an `EC2_LINUX`,
     /// `EC2_WINDOWS`, `FARGATE_LINUX`, `HYBRID_LINUX` or `EC2` entry): never made admins.
     pub node_roles: Vec<String>,
+    /// The cluster's node rows could not be read (its `aws-auth`, on a cluster migrating to access
+    /// entries): no role is granted, since any might sign its nodes in.
+    pub node_rows_unknown: bool,
 }
 
 impl ClusterState {
@@ -141,6 +147,8 @@ pub enum SkipKind {
     Unclear,
     /// The role signs the cluster's nodes in: never an admin.
     NodeRole,
+    /// A role, on a cluster whose node rows could not be read: not granted there until they can be.
+    NodeRowsUnread,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -249,6 +257,7 @@ fn grant_of(e: &CurrentEntry) -> Grant {
         groups: e.groups.clone(),
         id: e.id.clone(),
         policies: e.policies.clone().unwrap_or_default(),
+        source: e.source.clone(),
         ..Default::default()
     }
 }
@@ -266,6 +275,7 @@ fn is_exactly(e: &CurrentEntry, g: &Grant) -> bool {
         && e.username.as_deref().unwrap_or_default() == g.username
         && e.groups == g.groups
         && (g.id.is_none() || e.id == g.id)
+        && (g.source.is_none() || e.source == g.source)
         && e.policies
             .as_deref()
             .is_none_or(|have| same_policies(have, &g.policies))
@@ -276,131 +286,119 @@ const UNCLEAR: &str = "only one of this deployment's two ownership records is on
      the mark group is missing): rewritten by hand, or a tool dropped one. Left as it is: hand it back by \
      restoring the missing record, or take it over by removing the other one too (README, \"Taking an entry over\")";
 
-/// Plans one cluster. `desired` must hold only grants inside `scope` (the caller reads IAM per scope).
-pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
-    // Each ARN's first entry and how many entries map it.
-    let mut by_key: HashMap<ArnKey, (&CurrentEntry, usize)> =
-        HashMap::with_capacity(state.entries.len());
-    for e in &state.entries {
-        if let Some(a) = &e.arn {
-            by_key
-                .entry(ArnKey(a))
-                .and_modify(|(_, n)| *n += 1)
-                .or_insert((e, 1));
-        }
-    }
-    // Everything we own or once recorded, keyed case-insensitively (the same principal to EKS).
-    let mut ours: BTreeMap<ArnKey, &str> = state
-        .recorded
-        .iter()
-        .map(|a| (ArnKey(a), a.as_str()))
-        .collect();
-    // An unclear entry carries one of our records: it is ours to report, never to change.
-    for e in &state.entries {
-        if let (Owner::Us { .. } | Owner::Unclear, Some(a)) = (e.owner, &e.arn) {
-            ours.insert(ArnKey(a), a);
-        }
-    }
-    let desired_by_key: BTreeMap<ArnKey, &Grant> =
-        desired.iter().map(|g| (ArnKey(&g.arn), g)).collect();
+/// Every entry of one principal (ARN key), in the store's order.
+struct Mapped<'a> {
+    entries: Vec<&'a CurrentEntry>,
+}
 
-    let mut p = Plan::default();
-    let mut owned_after: BTreeMap<ArnKey, &str> = BTreeMap::new();
-    let skip = |arn: &str, kind, current: Option<Grant>, reason: String| Skip {
+impl<'a> Mapped<'a> {
+    fn one(&self) -> Option<&'a CurrentEntry> {
+        match self.entries.as_slice() {
+            [e] => Some(e),
+            _ => None,
+        }
+    }
+
+    /// This deployment's entry among several, when exactly one is ours and none is unclear (the others are
+    /// someone else's, a node row among them): the only one a removal may take.
+    fn ours_among_many(&self) -> Option<&'a CurrentEntry> {
+        if self.entries.iter().any(|e| e.owner == Owner::Unclear) {
+            return None;
+        }
+        let mut ours = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.owner, Owner::Us { .. }));
+        match (ours.next(), ours.next()) {
+            (Some(e), None) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+const NODE_ROLE: &str = "the cluster's nodes sign in with this role (a node entry or a node row in mapRoles): \
+     never made an admin, whatever it carries";
+
+const NODE_ROWS_UNREAD: &str = "this cluster's aws-auth could not be read, so whether this role signs its nodes \
+     in is not known (a STANDARD entry would take precedence over a node row there and lock the nodes out): no \
+     role is granted on it until aws-auth can be read";
+
+/// The planner's lookups over one cluster's state.
+struct Lookup<'a> {
+    by_key: HashMap<ArnKey<'a>, Mapped<'a>>,
+    /// Everything we own or once recorded, keyed case-insensitively (the same principal to EKS).
+    ours: BTreeMap<ArnKey<'a>, &'a str>,
+    node_roles: HashSet<String>,
+    /// Whether the cluster's node rows could not be read (its `aws-auth`, on a migrating cluster).
+    node_rows_unknown: bool,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(state: &'a ClusterState) -> Self {
+        let mut by_key: HashMap<ArnKey, Mapped> = HashMap::with_capacity(state.entries.len());
+        for e in &state.entries {
+            if let Some(a) = &e.arn {
+                by_key
+                    .entry(ArnKey(a))
+                    .or_insert_with(|| Mapped {
+                        entries: Vec::new(),
+                    })
+                    .entries
+                    .push(e);
+            }
+        }
+        let mut ours: BTreeMap<ArnKey, &str> = state
+            .recorded
+            .iter()
+            .map(|a| (ArnKey(a), a.as_str()))
+            .collect();
+        // An unclear entry carries one of our records: it is ours to report, never to change.
+        for e in &state.entries {
+            if let (Owner::Us { .. } | Owner::Unclear, Some(a)) = (e.owner, &e.arn) {
+                ours.insert(ArnKey(a), a);
+            }
+        }
+        let node_roles = state
+            .node_roles
+            .iter()
+            .chain(state.legacy.iter().flat_map(|l| &l.node_roles))
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        Lookup {
+            by_key,
+            ours,
+            node_roles,
+            node_rows_unknown: state.node_rows_unknown,
+        }
+    }
+
+    fn is_node_role(&self, g: &Grant) -> bool {
+        g.kind == PrincipalKind::Role
+            && role_name_of_arn(&g.arn)
+                .is_some_and(|n| self.node_roles.contains(&n.to_ascii_lowercase()))
+    }
+}
+
+fn skip(arn: &str, kind: SkipKind, current: Option<Grant>, reason: String) -> Skip {
+    Skip {
         arn: arn.to_string(),
         kind,
         current,
         reason,
-    };
-
-    let node_roles: HashSet<String> = state
-        .node_roles
-        .iter()
-        .chain(state.legacy.iter().flat_map(|l| &l.node_roles))
-        .map(|n| n.to_ascii_lowercase())
-        .collect();
-    for (key, want) in &desired_by_key {
-        if want.kind == PrincipalKind::Role
-            && role_name_of_arn(&want.arn)
-                .is_some_and(|n| node_roles.contains(&n.to_ascii_lowercase()))
-        {
-            p.skipped.push(skip(
-                &want.arn,
-                SkipKind::NodeRole,
-                None,
-                "the cluster's nodes sign in with this role (a node entry or a node row in mapRoles): \
-                 never made an admin, whatever it carries"
-                    .into(),
-            ));
-            continue;
-        }
-        match by_key.get(key).copied() {
-            None => {
-                p.changes.push(Change::Add((*want).clone()));
-                owned_after.insert(*key, &want.arn);
-            }
-            Some((one, 1)) => match one.owner {
-                Owner::Us { .. } => {
-                    if let (Some(old), Some(new)) = (&one.id, &want.id)
-                        && old != new
-                    {
-                        // Another IAM user now holds the ARN: the old grant goes, the new holder (tagged,
-                        // or it would not be desired) is granted afresh.
-                        p.changes.push(Change::Remove(grant_of(one)));
-                        p.changes.push(Change::Add((*want).clone()));
-                        p.replaced.push(Replaced {
-                            arn: want.arn.clone(),
-                            old_id: old.clone(),
-                            new_id: new.clone(),
-                        });
-                    } else if is_exactly(one, want) {
-                        p.unchanged.push(want.arn.clone());
-                    } else {
-                        p.changes.push(Change::Update {
-                            from: grant_of(one),
-                            to: (*want).clone(),
-                        });
-                    }
-                    owned_after.insert(*key, &want.arn);
-                }
-                Owner::Foreign => p.skipped.push(skip(
-                    &want.arn,
-                    SkipKind::Foreign,
-                    Some(grant_of(one)),
-                    match &one.held_by {
-                        Some(other) => format!(
-                            "already granted by an entry of {other} (a principal has one entry, so two \
-                             deployments cannot both grant it); left as it is"
-                        ),
-                        None => "already mapped by an entry this deployment does not own; left as it is"
-                            .into(),
-                    },
-                )),
-                Owner::Unclear => {
-                    p.skipped.push(skip(
-                        &want.arn,
-                        SkipKind::Unclear,
-                        Some(grant_of(one)),
-                        UNCLEAR.into(),
-                    ));
-                    owned_after.insert(*key, ours.get(key).copied().unwrap_or(&want.arn));
-                }
-            },
-            Some((_, many)) => {
-                p.skipped.push(skip(
-                    &want.arn,
-                    SkipKind::Duplicate,
-                    None,
-                    format!("{many} entries map this principal; none is changed, remove the extra ones by hand"),
-                ));
-                if let Some(a) = ours.get(key) {
-                    owned_after.insert(*key, a);
-                }
-            }
-        }
     }
+}
 
-    for (key, arn) in &ours {
+/// Plans one cluster. `desired` must hold only grants inside `scope` (the caller reads IAM per scope).
+pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
+    let look = Lookup::new(state);
+    let desired_by_key: BTreeMap<ArnKey, &Grant> =
+        desired.iter().map(|g| (ArnKey(&g.arn), g)).collect();
+    let mut p = Plan::default();
+    let mut owned_after: BTreeMap<ArnKey, &str> = BTreeMap::new();
+    for (key, want) in &desired_by_key {
+        plan_granted(&look, key, want, &mut p, &mut owned_after);
+    }
+    for (key, arn) in &look.ours {
         if desired_by_key.contains_key(key) {
             continue;
         }
@@ -408,41 +406,158 @@ pub fn plan(state: &ClusterState, desired: &[Grant], scope: &Scope) -> Plan {
             owned_after.insert(*key, arn);
             continue;
         }
-        match by_key.get(key).copied() {
-            // Entry already gone (removed by hand): just forget it.
-            None => {}
-            Some((one, 1)) => match one.owner {
-                Owner::Us { .. } => p.changes.push(Change::Remove(grant_of(one))),
-                // Taken over by a person (or another deployment): forget it.
-                Owner::Foreign => {}
-                Owner::Unclear => {
-                    p.skipped.push(skip(
-                        arn,
-                        SkipKind::Unclear,
-                        Some(grant_of(one)),
-                        format!("should be revoked, but {UNCLEAR}"),
-                    ));
-                    owned_after.insert(*key, arn);
-                }
-            },
-            Some((_, many)) => {
-                p.skipped.push(skip(
-                    arn,
-                    SkipKind::Duplicate,
-                    None,
-                    format!(
-                        "{many} entries map this principal; not removing any, remove them by hand"
-                    ),
-                ));
-                owned_after.insert(*key, arn);
-            }
-        }
+        plan_revoked(&look, key, arn, &mut p, &mut owned_after);
     }
-
     p.changes
         .sort_by(|a, b| ArnKey(&a.grant().arn).cmp(&ArnKey(&b.grant().arn)));
     p.owned_after = owned_after.into_values().map(str::to_string).collect();
     p
+}
+
+/// The change (or skip) for a principal IAM says should have its grant.
+fn plan_granted<'a>(
+    look: &Lookup<'a>,
+    key: &ArnKey<'a>,
+    want: &'a Grant,
+    p: &mut Plan,
+    owned_after: &mut BTreeMap<ArnKey<'a>, &'a str>,
+) {
+    let mapped = look.by_key.get(key);
+    if look.is_node_role(want) {
+        // A role that signs nodes in is never an admin. A grant of ours from before it became one goes
+        // (the node row or entry is someone else's and stays).
+        let ours = mapped.and_then(|m| m.one().or_else(|| m.ours_among_many()));
+        let mut reason = NODE_ROLE.to_string();
+        if let Some(e) = ours.filter(|e| matches!(e.owner, Owner::Us { .. })) {
+            p.changes.push(Change::Remove(grant_of(e)));
+            reason.push_str("; this deployment's grant, made before, is removed");
+        }
+        p.skipped
+            .push(skip(&want.arn, SkipKind::NodeRole, None, reason));
+        return;
+    }
+    let Some(mapped) = mapped else {
+        if want.kind == PrincipalKind::Role && look.node_rows_unknown {
+            p.skipped.push(skip(
+                &want.arn,
+                SkipKind::NodeRowsUnread,
+                None,
+                NODE_ROWS_UNREAD.into(),
+            ));
+            return;
+        }
+        p.changes.push(Change::Add(want.clone()));
+        owned_after.insert(*key, &want.arn);
+        return;
+    };
+    let Some(one) = mapped.one() else {
+        p.skipped.push(skip(
+            &want.arn,
+            SkipKind::Duplicate,
+            None,
+            format!(
+                "{} entries map this principal; none is changed, remove the extra ones by hand",
+                mapped.entries.len()
+            ),
+        ));
+        if let Some(a) = look.ours.get(key) {
+            owned_after.insert(*key, a);
+        }
+        return;
+    };
+    match one.owner {
+        Owner::Us { .. } => {
+            if let (Some(old), Some(new)) = (&one.id, &want.id)
+                && old != new
+            {
+                // Another IAM principal now holds the ARN: the old grant goes, the new holder (an admin,
+                // or it would not be desired) is granted afresh.
+                p.changes.push(Change::Remove(grant_of(one)));
+                p.changes.push(Change::Add(want.clone()));
+                p.replaced.push(Replaced {
+                    arn: want.arn.clone(),
+                    old_id: old.clone(),
+                    new_id: new.clone(),
+                });
+            } else if is_exactly(one, want) {
+                p.unchanged.push(want.arn.clone());
+            } else {
+                p.changes.push(Change::Update {
+                    from: grant_of(one),
+                    to: want.clone(),
+                });
+            }
+            owned_after.insert(*key, &want.arn);
+        }
+        Owner::Foreign => p.skipped.push(skip(
+            &want.arn,
+            SkipKind::Foreign,
+            Some(grant_of(one)),
+            match &one.held_by {
+                Some(other) => format!(
+                    "already granted by an entry of {other} (a principal has one entry, so two deployments \
+                     cannot both grant it); left as it is"
+                ),
+                None => "already mapped by an entry this deployment does not own; left as it is".into(),
+            },
+        )),
+        Owner::Unclear => {
+            p.skipped.push(skip(
+                &want.arn,
+                SkipKind::Unclear,
+                Some(grant_of(one)),
+                UNCLEAR.into(),
+            ));
+            owned_after.insert(*key, look.ours.get(key).copied().unwrap_or(&want.arn));
+        }
+    }
+}
+
+/// The change (or skip) for a principal we own or recorded that should no longer have its grant.
+fn plan_revoked<'a>(
+    look: &Lookup<'a>,
+    key: &ArnKey<'a>,
+    arn: &'a str,
+    p: &mut Plan,
+    owned_after: &mut BTreeMap<ArnKey<'a>, &'a str>,
+) {
+    // Entry already gone (removed by hand): just forget it.
+    let Some(mapped) = look.by_key.get(key) else {
+        return;
+    };
+    let Some(one) = mapped.one() else {
+        // Several entries map the principal. When exactly one is ours, it goes and the others (a person's,
+        // a node row) stay; otherwise a person must decide which one counts.
+        if let Some(e) = mapped.ours_among_many() {
+            p.changes.push(Change::Remove(grant_of(e)));
+            return;
+        }
+        p.skipped.push(skip(
+            arn,
+            SkipKind::Duplicate,
+            None,
+            format!(
+                "{} entries map this principal; not removing any, remove them by hand",
+                mapped.entries.len()
+            ),
+        ));
+        owned_after.insert(*key, arn);
+        return;
+    };
+    match one.owner {
+        Owner::Us { .. } => p.changes.push(Change::Remove(grant_of(one))),
+        // Taken over by a person (or another deployment): forget it.
+        Owner::Foreign => {}
+        Owner::Unclear => {
+            p.skipped.push(skip(
+                arn,
+                SkipKind::Unclear,
+                Some(grant_of(one)),
+                format!("should be revoked, but {UNCLEAR}"),
+            ));
+            owned_after.insert(*key, arn);
+        }
+    }
 }
 
 /// What happens to this deployment's `aws-auth` mappings on a cluster served by access entries (mode
@@ -467,8 +582,16 @@ pub fn retire(
         .chain(entries.unchanged.iter().map(String::as_str))
         .map(|a| (aws_auth_arn(a).to_ascii_lowercase(), a))
         .collect();
+    // A node role is never granted: its mapping of ours is revoked, not kept for an entry that never comes.
+    let node_role = |arn: &str| {
+        entries
+            .skipped
+            .iter()
+            .any(|s| s.kind == SkipKind::NodeRole && s.arn.eq_ignore_ascii_case(arn))
+    };
     let granted: HashSet<String> = desired
         .iter()
+        .filter(|g| !node_role(&g.arn))
         .map(|g| aws_auth_arn(&g.arn).to_ascii_lowercase())
         .collect();
     let mut p = plan(legacy, &[], scope);
@@ -527,6 +650,7 @@ mod tests {
             id: None,
             policies: None,
             held_by: None,
+            source: None,
         }
     }
     fn s(v: &[&str]) -> Vec<String> {
@@ -749,11 +873,27 @@ mod tests {
                 owned_after: s(&[C]),
             },
             Case {
-                name: "duplicate entries for an owned ARN, not desired: hands off",
+                name: "an owned ARN also mapped by someone else, not desired: ours goes, theirs stays",
                 state: state(
                     vec![
                         e(A, "alice", MASTERS, OURS),
                         e(A, "alice2", MASTERS, Owner::Foreign),
+                    ],
+                    &[A],
+                ),
+                desired: vec![],
+                scope: Scope::All,
+                changes: vec![Change::Remove(g(A, "alice"))],
+                unchanged: vec![],
+                skipped: vec![],
+                owned_after: vec![],
+            },
+            Case {
+                name: "duplicates with an unclear one, not desired: hands off",
+                state: state(
+                    vec![
+                        e(A, "alice", MASTERS, OURS),
+                        e(A, "alice2", MASTERS, Owner::Unclear),
                     ],
                     &[A],
                 ),
@@ -933,6 +1073,128 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_of_a_role_that_became_a_node_role_is_removed() {
+        let node = "arn:aws:iam::123456789012:role/ops";
+        let role = |groups: &[&str], owner| CurrentEntry {
+            arn: Some(node.into()),
+            username: Some("x".into()),
+            groups: s(groups),
+            owner,
+            id: None,
+            policies: None,
+            held_by: None,
+            source: None,
+        };
+        let want = Grant {
+            arn: node.into(),
+            kind: PrincipalKind::Role,
+            username: "ops:{{SessionName}}".into(),
+            groups: s(MASTERS),
+            ..Default::default()
+        };
+        // aws-auth: our admin row and, since, a node row for the same role. Only ours goes.
+        let st = ClusterState {
+            entries: vec![
+                role(MASTERS, OURS),
+                role(&["system:bootstrappers", "system:nodes"], Owner::Foreign),
+            ],
+            recorded: s(&[node]),
+            node_roles: s(&["ops"]),
+            ..Default::default()
+        };
+        let p = plan(&st, std::slice::from_ref(&want), &Scope::All);
+        assert_eq!(p.changes.len(), 1);
+        assert!(matches!(&p.changes[0], Change::Remove(g) if g.groups == s(MASTERS)));
+        assert_eq!(p.skipped[0].kind, SkipKind::NodeRole);
+        assert!(p.skipped[0].reason.contains("is removed"));
+        assert!(p.owned_after.is_empty());
+        assert_eq!(p.revocations(), 1, "a revocation, under the guard");
+        // A migrating cluster: our STANDARD entry, and the role's node row in aws-auth (EKS would prefer the
+        // entry, and the nodes could not join). The entry goes, and our aws-auth row is revoked, not kept.
+        let legacy = ClusterState {
+            entries: vec![role(MASTERS, OURS), role(&["system:nodes"], Owner::Foreign)],
+            recorded: s(&[node]),
+            node_roles: s(&["ops"]),
+            ..Default::default()
+        };
+        let st = ClusterState {
+            entries: vec![role(&[], OURS)],
+            legacy: Some(Box::new(legacy.clone())),
+            form: GrantForm::AccessPolicies,
+            ..Default::default()
+        };
+        let p = plan(&st, std::slice::from_ref(&want), &Scope::All);
+        assert!(matches!(&p.changes[..], [Change::Remove(_)]));
+        let r = retire(&legacy, &p, &[want], &Scope::All);
+        assert_eq!(r.revocations().count(), 1);
+        assert!(r.migrated.is_empty());
+    }
+
+    #[test]
+    fn no_role_is_granted_where_the_node_rows_cannot_be_read() {
+        let st = ClusterState {
+            form: GrantForm::AccessPolicies,
+            node_rows_unknown: true,
+            ..Default::default()
+        };
+        let role = Grant {
+            arn: "arn:aws:iam::123456789012:role/ops".into(),
+            kind: PrincipalKind::Role,
+            ..Default::default()
+        };
+        let p = plan(&st, &[role, g(A, "alice")], &Scope::All);
+        assert_eq!(
+            p.changes,
+            vec![Change::Add(g(A, "alice"))],
+            "users still are"
+        );
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].kind, SkipKind::NodeRowsUnread);
+        assert!(p.skipped[0].reason.contains("could not be read"));
+    }
+
+    #[test]
+    fn a_grant_records_its_source_and_a_new_source_is_an_update() {
+        let tag = Source::Tag("eks-cluster-admin".into());
+        let group = Source::IamGroup("platform".into());
+        let with = |src: Option<Source>| Grant {
+            source: src,
+            ..g(A, "alice")
+        };
+        let entry = |src: Option<Source>| CurrentEntry {
+            source: src,
+            ..e(A, "alice", MASTERS, OURS)
+        };
+        let same = plan(
+            &state(vec![entry(Some(tag.clone()))], &[A]),
+            &[with(Some(tag.clone()))],
+            &Scope::All,
+        );
+        assert_eq!(same.unchanged, s(&[A]));
+        for before in [None, Some(group)] {
+            let p = plan(
+                &state(vec![entry(before.clone())], &[A]),
+                &[with(Some(tag.clone()))],
+                &Scope::All,
+            );
+            assert_eq!(
+                p.changes,
+                vec![Change::Update {
+                    from: with(before),
+                    to: with(Some(tag.clone()))
+                }]
+            );
+        }
+        // What a store holds is judged by what it recorded: a removal carries it.
+        let p = plan(
+            &state(vec![entry(Some(tag.clone()))], &[A]),
+            &[],
+            &Scope::All,
+        );
+        assert_eq!(p.changes, vec![Change::Remove(with(Some(tag)))]);
+    }
+
+    #[test]
     fn a_role_moves_from_its_path_less_mapping_to_its_entry() {
         let full = "arn:aws:iam::123456789012:role/team/ops";
         let bare = "arn:aws:iam::123456789012:role/ops";
@@ -1049,12 +1311,18 @@ mod tests {
             for c in &p.changes {
                 let key = ArnKey(&c.grant().arn);
                 let matching: Vec<&CurrentEntry> = st.entries.iter().filter(|x| x.arn.as_deref().map(ArnKey) == Some(key)).collect();
+                let ours: Vec<&&CurrentEntry> = matching.iter().filter(|x| matches!(x.owner, Owner::Us { .. })).collect();
                 match c {
                     Change::Add(_) => proptest::prop_assert!(matching.is_empty()),
-                    Change::Update { .. } | Change::Remove(_) => {
+                    Change::Update { .. } => {
                         proptest::prop_assert_eq!(matching.len(), 1);
-                        let ours = matches!(matching[0].owner, Owner::Us { .. });
-                        proptest::prop_assert!(ours, "changed an entry that is not ours: {:?}", matching[0]);
+                        proptest::prop_assert_eq!(ours.len(), 1, "changed an entry that is not ours: {:?}", matching[0]);
+                    }
+                    // A removal takes our one entry; any other entry of the principal (someone else's)
+                    // stays, and none of them is unclear.
+                    Change::Remove(_) => {
+                        proptest::prop_assert_eq!(ours.len(), 1, "removed where ours is not one: {:?}", matching);
+                        proptest::prop_assert!(matching.iter().all(|x| x.owner != Owner::Unclear));
                     }
                 }
                 proptest::prop_assert!(scope.covers_arn(&c.grant().arn));

@@ -1,5 +1,6 @@
 //! What the core needs from the outside, as traits the adapters and stores implement. Nothing here does I/O.
 
+use crate::core::audit::AuditRecord;
 use crate::core::grants::Principal;
 use crate::core::guard::Guarded;
 use crate::core::plan::{Change, ClusterState, Plan};
@@ -28,9 +29,21 @@ pub trait IamSource: Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Principal>, IamError>> + Send;
-    /// Every user (with tags and group names) and every role (with tags and path), in as few calls as
-    /// IAM allows.
-    fn list_principals(&self) -> impl Future<Output = Result<Vec<Principal>, IamError>> + Send;
+    /// Every user (with tags and group names) and every role (with tags and path), and with `groups`
+    /// every IAM group's name (so that a group that exists with no member is told from one IAM does not
+    /// have), in as few calls as IAM allows.
+    fn list_principals(
+        &self,
+        groups: bool,
+    ) -> impl Future<Output = Result<Account, IamError>> + Send;
+}
+
+/// What a bulk read of IAM found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    pub principals: Vec<Principal>,
+    /// Every IAM group's name, when asked for.
+    pub groups: Vec<String>,
 }
 
 /// A plan with the guard's verdict on it: what a store is asked to apply.
@@ -64,24 +77,51 @@ impl LandedChanges {
     }
 }
 
+/// Told of each change the moment it lands: `retired` for a retired `aws-auth` mapping.
+pub type OnLanding = Box<dyn Fn(&Change, bool) + Send + Sync>;
+
 /// Where a store tells, call by call, what it wrote. Whatever fails after a write, or if the cluster's
-/// deadline drops the store's work half way, what landed is known and audited.
-#[derive(Debug, Default)]
-pub struct Landed(Mutex<LandedChanges>);
+/// deadline drops the store's work half way, what landed is known and audited: the reconcile writes each
+/// change's audit record the moment the store reports it here.
+#[derive(Default)]
+pub struct Landed {
+    changes: Mutex<LandedChanges>,
+    on_landing: Option<OnLanding>,
+}
+
+impl std::fmt::Debug for Landed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|l| f.debug_tuple("Landed").field(l).finish())
+    }
+}
 
 impl Landed {
+    /// A record of landed changes that also tells `on_landing` of each.
+    pub fn notifying(on_landing: OnLanding) -> Self {
+        Landed {
+            changes: Mutex::default(),
+            on_landing: Some(on_landing),
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut LandedChanges) -> T) -> T {
         // A panic while holding the lock cannot leave a half-pushed change: the data stays usable.
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self.changes.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// A change of the cluster's store landed.
     pub fn change(&self, c: Change) {
+        if let Some(tell) = &self.on_landing {
+            tell(&c, false);
+        }
         self.with(|l| l.changes.push(c));
     }
 
     /// A retired `aws-auth` mapping's removal landed.
     pub fn retired(&self, c: Change) {
+        if let Some(tell) = &self.on_landing {
+            tell(&c, true);
+        }
         self.with(|l| l.retired.push(c));
     }
 
@@ -94,9 +134,30 @@ impl Landed {
         })
     }
 
+    /// How many changes landed so far.
+    pub fn count(&self) -> usize {
+        self.with(|l| l.changes.len() + l.retired.len())
+    }
+
     pub fn take(&self) -> LandedChanges {
         self.with(std::mem::take)
     }
+}
+
+/// Where audit records and metric lines go the moment they are made (stdout in Lambda, where CloudWatch
+/// reads them; stderr for the CLI): before any optional call (the event bus, the wake-up), so a slow or
+/// unreachable service can never cost a record of a write that landed.
+pub trait Lines: Send + Sync {
+    fn audit(&self, record: &AuditRecord);
+    fn metric(&self, line: &serde_json::Value);
+}
+
+/// Lines that go nowhere (tests; the report still carries every record).
+pub struct NoLines;
+
+impl Lines for NoLines {
+    fn audit(&self, _: &AuditRecord) {}
+    fn metric(&self, _: &serde_json::Value) {}
 }
 
 /// What a store must read on a cluster. `aws-auth` reads its one document whatever this says; access

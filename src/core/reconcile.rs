@@ -4,19 +4,24 @@
 //! store's format.
 
 use crate::core::audit::{self, AuditRecord, Counts};
-use crate::core::event::{self, Action, EventError, Intent, Named, Trigger};
+use crate::core::event::{
+    self, Action, EventError, FORCE_CLOCK_SKEW, FORCE_MAX_AGE, Intent, Named, Trigger,
+};
 use crate::core::grants::{
-    ArnKey, Desired, Grant, Principal, PrincipalKind, Source, access_entry_grants, aws_auth_grants,
+    ArnKey, Desired, Grant, Principal, PrincipalKind, access_entry_grants, aws_auth_grants,
     desired_for_cluster,
 };
-use crate::core::guard::{Facts, Guarded, guard};
+use crate::core::guard::{Facts, Guarded, SourceFacts, guard};
 use crate::core::plan::{
-    Change, ClusterState, GrantForm, Plan, Scope, Skip, SkipKind, plan, retire,
+    Change, ClusterState, GrantForm, Plan, Retirement, Scope, Skip, SkipKind, plan, retire,
 };
-use crate::core::ports::{Decided, IamError, IamSource, Landed, LandedChanges, Store, Target};
+use crate::core::ports::{
+    Decided, IamError, IamSource, Landed, LandedChanges, Lines, NoLines, Store, Target,
+};
 use crate::core::settings::Settings;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -156,13 +161,15 @@ pub struct Reconciler<I, S> {
     pub settings: Settings,
     pub iam: I,
     pub store: S,
+    /// Where audit records and metric lines go the moment they are made (a write's record as it lands).
+    pub lines: Arc<dyn Lines>,
 }
 
 /// One cluster between the phases.
 enum Phase<Snap> {
     Planned {
         snapshot: Snap,
-        decided: Decided,
+        decided: Box<Decided>,
         /// The grant form the cluster's store holds (re-plans use the same).
         form: GrantForm,
         /// Time the cluster's own read took (counted against its budget).
@@ -189,7 +196,13 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             settings,
             iam,
             store,
+            lines: Arc::new(NoLines),
         }
+    }
+
+    /// The same, writing audit records and metric lines to `lines` as they are made.
+    pub fn with_lines(self, lines: Arc<dyn Lines>) -> Self {
+        Reconciler { lines, ..self }
     }
 
     /// Handles a raw event. A malformed event or a failed IAM read writes nothing.
@@ -200,7 +213,14 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
 
     /// One invocation, one short step per phase.
     pub async fn run(&self, intent: Intent, clock: Clock) -> Result<Report, ReconcileError> {
+        check_force(&intent, clock.now)?;
         let mut report = Report::new(&intent, intent.dry_run || self.settings.dry_run);
+        if let Some(reason) = self.foreign_account(&intent) {
+            tracing::warn!(%reason, "event ignored");
+            report.intent = "ignore".into();
+            report.ignored = Some(reason);
+            return Ok(report);
+        }
         // Phase 1: IAM facts. Any failure ends the invocation before a cluster is touched.
         let Some(facts) = self.iam_facts(&intent, &mut report).await? else {
             return Ok(report);
@@ -213,16 +233,39 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         // Phase 3: read and plan every cluster, concurrently; the guard sees every plan.
         let phases = self.read_and_plan(&facts, &grants, &budget).await;
         grants.note_entry_grants(&phases, &mut report);
-        // Phase 4: apply, concurrently.
+        // Phase 4: apply, concurrently; each write's audit record goes out as it lands.
         let run = Run {
             facts: &facts,
             grants: &grants,
             budget: &budget,
             dry_run: report.dry_run,
+            time: audit_time(clock.now),
+            trigger: &intent.trigger,
         };
         let outcomes = self.apply_all(phases, &run).await;
-        // Phase 5: report, audit records and metrics.
-        self.finish(report, outcomes, &grants, &intent.trigger, clock)
+        // Phase 5: report, the other audit records and the metrics.
+        self.finish(report, outcomes, &run, clock)
+    }
+
+    /// Why an event must not be acted on here: it is about another AWS account than the function's.
+    fn foreign_account(&self, intent: &Intent) -> Option<String> {
+        let home = intent
+            .home_account
+            .as_deref()
+            .or(self.settings.account.as_deref())?;
+        let other: Vec<&str> = intent
+            .accounts
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != home)
+            .collect();
+        (!other.is_empty()).then(|| {
+            format!(
+                "the event is about account {} (its account or recipientAccountId), not this function's account \
+                 {home}: events of other accounts are never acted on (their principals are not this account's)",
+                other.join(" and ")
+            )
+        })
     }
 
     /// Who IAM says is what: every principal (a full reconcile) or the named ones, and what the stores must
@@ -233,6 +276,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         report: &mut Report,
     ) -> Result<Option<IamFacts>, ReconcileError> {
         let mut target = Target::default();
+        let mut sources = SourceFacts::default();
         let (principals, scope) = match &intent.action {
             Action::Ignore(reason) => {
                 tracing::info!(%reason, "event ignored");
@@ -241,14 +285,17 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 return Ok(None);
             }
             Action::ReconcileAll => {
-                let principals = self.iam.list_principals().await?;
+                let groups = !self.settings.iam_groups.is_empty();
+                let account = self.iam.list_principals(groups).await?;
                 tracing::info!(
-                    principals = principals.len(),
+                    principals = account.principals.len(),
+                    groups = account.groups.len(),
                     "read all IAM users and roles"
                 );
                 target.full = true;
                 report.intent = "reconcile all principals".into();
-                (principals, Scope::All)
+                sources = SourceFacts::of(&self.settings, &account.principals, &account.groups);
+                (account.principals, Scope::All)
             }
             Action::ReconcileNamed(named) => {
                 let principals = self.named(named, &mut target).await?;
@@ -266,42 +313,13 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 (principals, Scope::Named(named.clone()))
             }
         };
-        let empty = if target.full {
-            self.empty_sources(&principals)
-        } else {
-            Vec::new()
-        };
         Ok(Some(IamFacts {
             principals,
             scope,
             target,
-            empty,
+            sources,
             force: intent.force,
         }))
-    }
-
-    /// The configured sources that yield no principal at all: nobody carries the tag key (whatever its
-    /// value), a permission set has no role in the account, a group does not exist or has no member.
-    fn empty_sources(&self, principals: &[Principal]) -> Vec<Source> {
-        let s = &self.settings;
-        let mut empty = Vec::new();
-        if !principals.iter().any(|p| p.tag_value(&s.tag_key).is_some()) {
-            empty.push(Source::Tag(s.tag_key.clone()));
-        }
-        for set in &s.permission_sets {
-            if !principals.iter().any(|p| {
-                p.permission_set()
-                    .is_some_and(|x| x.eq_ignore_ascii_case(set))
-            }) {
-                empty.push(Source::PermissionSet(set.clone()));
-            }
-        }
-        for g in &s.iam_groups {
-            if !principals.iter().any(|p| p.groups.iter().any(|m| m == g)) {
-                empty.push(Source::IamGroup(g.clone()));
-            }
-        }
-        empty
     }
 
     /// The named principals as IAM has them; one IAM does not know is looked for among the entries by name.
@@ -340,24 +358,39 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
             .iter()
             .map(|c| desired_for_cluster(principals, s, c, now))
             .collect();
-        let policies = desired.iter().map(|d| access_entry_grants(d, s)).collect();
+        let policies: Vec<Desired> = desired.iter().map(|d| access_entry_grants(d, s)).collect();
         let groups: Vec<Desired> = desired.iter().map(aws_auth_grants).collect();
+        let expired = groups
+            .iter()
+            .zip(&policies)
+            .map(|(g, p)| Grants::expired_on(g, p))
+            .collect();
         for n in groups.iter().flat_map(|d| &d.notes) {
             if !report.notes.contains(n) {
                 tracing::warn!(note = %n, "admin source partly or wholly ignored");
                 report.notes.push(n.clone());
             }
         }
-        Grants { groups, policies }
+        Grants {
+            groups,
+            policies,
+            expired,
+        }
     }
 
-    /// The plan for one cluster's state, with the guard's verdict.
-    fn decide(&self, state: &ClusterState, grants: &[Grant], facts: &IamFacts) -> Decided {
+    /// The plan for one cluster's state, with the guard's verdict (`expired`: the cluster's expiries).
+    fn decide(
+        &self,
+        state: &ClusterState,
+        grants: &[Grant],
+        facts: &IamFacts,
+        expired: &[String],
+    ) -> Decided {
         let mut p = plan(state, grants, &facts.scope);
         if let Some(legacy) = state.legacy.as_deref() {
             p.retire = Some(Box::new(retire(legacy, &p, grants, &facts.scope)));
         }
-        let g = guard(&mut p, state, &facts.guard(&self.settings));
+        let g = guard(&mut p, state, &facts.guard(&self.settings, expired));
         Decided { plan: p, guard: g }
     }
 
@@ -379,7 +412,12 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                     tokio::time::timeout_at(deadline, self.store.read(cluster, &facts.target));
                 match read.await {
                     Ok(Ok((state, snapshot))) => Phase::Planned {
-                        decided: self.decide(&state, grants.for_state(i, &state), facts),
+                        decided: Box::new(self.decide(
+                            &state,
+                            grants.for_state(i, &state),
+                            facts,
+                            &grants.expired[i],
+                        )),
                         form: state.form,
                         snapshot,
                         spent: budget.start.elapsed(),
@@ -398,119 +436,149 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
     }
 
     /// Applies every planned cluster within its own remaining budget. What reaches a store is told to its
-    /// cluster's `Landed` as it lands, so a failure or the deadline half way loses no audit record.
+    /// cluster's `Landed` as it lands, and its audit record written at once, so a failure or the deadline
+    /// half way loses no audit record.
     async fn apply_all(&self, phases: Vec<Phase<S::Snapshot>>, run: &Run<'_>) -> Vec<Outcome> {
         let applies = self.settings.clusters.iter().zip(phases).enumerate().map(
             |(i, (cluster, phase))| async move {
-                let landed = Landed::default();
-                let (decided, result, spent) =
-                    self.apply_one(i, cluster, phase, run, &landed).await;
+                let landing = Arc::new(Landing {
+                    ctx: ClusterContext {
+                        time: run.time.clone(),
+                        deployment: self.settings.deployment_id.clone(),
+                        cluster: cluster.clone(),
+                        store: self.store.name(cluster),
+                        trigger: run.trigger.clone(),
+                        expired: run.grants.expired[i].clone(),
+                    },
+                    current: Mutex::new(None),
+                    lines: self.lines.clone(),
+                    records: Mutex::new(Vec::new()),
+                });
+                let tell = landing.clone();
+                let landed = Landed::notifying(Box::new(move |c, retired| tell.landed(c, retired)));
+                let (result, spent) = self
+                    .apply_one(i, cluster, phase, run, &landing, &landed)
+                    .await;
                 Outcome {
-                    decided,
+                    decided: landing.current(),
                     result,
                     spent,
                     landed: landed.take(),
+                    records: landing.take_records(),
                 }
             },
         );
         futures_util::future::join_all(applies).await
     }
 
-    /// Applies one cluster's decided plan (unless a dry run or held), within its remaining budget.
+    /// Applies one cluster's decided plan (unless a dry run or held), within its remaining budget. The plan
+    /// the store applies last (it re-plans after a concurrent write) is kept in `landing`.
     async fn apply_one(
         &self,
         i: usize,
         cluster: &str,
         phase: Phase<S::Snapshot>,
         run: &Run<'_>,
+        landing: &Landing,
         landed: &Landed,
-    ) -> (Option<Decided>, Result<u32, String>, Duration) {
+    ) -> (Result<u32, String>, Duration) {
         let Run {
             facts,
             grants,
             budget,
             dry_run,
+            ..
         } = *run;
         let (snapshot, decided, form, spent) = match phase {
-            Phase::Failed(e, spent) => return (None, Err(e), spent),
+            Phase::Failed(e, spent) => return (Err(e), spent),
             Phase::Planned {
                 snapshot,
                 decided,
                 form,
                 spent,
-            } => (snapshot, decided, form, spent),
+            } => (snapshot, *decided, form, spent),
         };
+        landing.set(decided.clone());
         // A dry run, or a cluster the guard holds, is planned and reported but never written.
         if dry_run || decided.plan.hold {
-            return (Some(decided), Ok(1), spent);
+            return (Ok(1), spent);
         }
-        let replan = |st: &ClusterState| self.decide(st, grants.of(i, form), facts);
+        let replan = |st: &ClusterState| {
+            let d = self.decide(st, grants.of(i, form), facts, &grants.expired[i]);
+            landing.set(d.clone());
+            d
+        };
         let writing = Instant::now();
         let apply = self
             .store
-            .apply(cluster, snapshot, decided.clone(), &replan, landed);
-        let (decided, result) = match tokio::time::timeout_at(
-            budget.deadline_after(writing, spent),
-            apply,
-        )
-        .await
+            .apply(cluster, snapshot, decided, &replan, landed);
+        let result = match tokio::time::timeout_at(budget.deadline_after(writing, spent), apply)
+            .await
         {
-            Ok(Ok(a)) => (a.decided, Ok(a.attempts)),
-            Ok(Err(e)) => (decided, Err(e.to_string())),
-            Err(_) => (
-                decided,
-                Err(format!(
-                    "no answer within {} ms (the cluster's deadline) while writing; what landed before \
-                         is reported, a call under way may or may not have landed, the next run repairs either way",
-                    budget.millis()
-                )),
-            ),
+            Ok(Ok(a)) => {
+                landing.set(a.decided);
+                Ok(a.attempts)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} ms (the cluster's deadline) while writing; what landed before is \
+                 reported, a call under way may or may not have landed, the next run repairs either way",
+                budget.millis()
+            )),
         };
-        (Some(decided), result, spent + writing.elapsed())
+        (result, spent + writing.elapsed())
     }
 
-    /// The report, audit records and metrics of every cluster; the error when any needs attention.
+    /// The report, the audit records not written yet (skips, refusals, a dry run's) and the metrics of
+    /// every cluster, each line written as it is made; the error when any cluster needs attention.
     fn finish(
         &self,
         mut report: Report,
         outcomes: Vec<Outcome>,
-        grants: &Grants,
-        trigger: &Trigger,
+        run: &Run<'_>,
         clock: Clock,
     ) -> Result<Report, ReconcileError> {
-        let time = jiff::Timestamp::try_from(clock.now)
-            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .unwrap_or_default();
         let ts_ms = clock
             .now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let mut problems = Vec::new();
-        for (i, (cluster, outcome)) in self.settings.clusters.iter().zip(outcomes).enumerate() {
-            let expired = grants.expired(i);
+        for (i, (cluster, mut outcome)) in self.settings.clusters.iter().zip(outcomes).enumerate() {
+            let expired = &run.grants.expired[i];
             let ctx = audit::Context {
-                time: &time,
+                time: &run.time,
                 deployment: &self.settings.deployment_id,
                 cluster,
                 store: self.store.name(cluster),
                 dry_run: report.dry_run,
                 applied: !outcome.landed.is_empty(),
-                trigger,
-                expired: &expired,
+                trigger: run.trigger,
+                expired,
             };
+            let landed_records = std::mem::take(&mut outcome.records);
             let (r, shown) = cluster_report(&ctx, outcome);
-            report
-                .audit
-                .extend(audit::records(&ctx, &shown.plan, shown.guard.as_ref()));
-            let mut counts = Counts::of(&shown.plan, shown.guard.as_ref(), &expired);
+            // What landed was recorded as it landed; what was not written is recorded now.
+            let written_now = if ctx.dry_run || shown.plan.hold {
+                audit::records(&ctx, &shown.plan, shown.guard.as_ref())
+            } else {
+                audit::unwritten_records(&ctx, &shown.plan, shown.guard.as_ref())
+            };
+            for record in &written_now {
+                self.lines.audit(record);
+            }
+            report.audit.extend(landed_records);
+            report.audit.extend(written_now);
+            let mut counts = Counts::of(&shown.plan, shown.guard.as_ref(), expired);
             counts.failed = usize::from(r.status == Status::Failed);
-            report.metrics.push(audit::metric_line(
+            let line = audit::metric_line(
                 ts_ms,
                 &self.settings.deployment_id,
                 cluster,
                 &counts,
                 r.duration_ms,
-            ));
+            );
+            self.lines.metric(&line);
+            report.metrics.push(line);
             log_cluster(&r);
             problems.extend(problem(&r));
             report.clusters.push(r);
@@ -531,13 +599,114 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
     }
 }
 
+/// A manual payload's `force` is honoured only for [`FORCE_MAX_AGE`] after its `forceAt` (a CLI force is
+/// made in the same process, at once).
+fn check_force(intent: &Intent, now: SystemTime) -> Result<(), ReconcileError> {
+    let (true, Some(at)) = (intent.force, intent.force_at) else {
+        return Ok(());
+    };
+    let now = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let age = now.duration_since(at);
+    let max = jiff::SignedDuration::try_from(FORCE_MAX_AGE).unwrap_or_default();
+    let skew = jiff::SignedDuration::try_from(FORCE_CLOCK_SKEW).unwrap_or_default();
+    if age > max || -age > skew {
+        return Err(ReconcileError::Event(EventError::Malformed {
+            kind: "manual",
+            reason: format!(
+                "force was made at {at} and this run is at {now}: a force is honoured for {} minutes after its \
+                 forceAt (a retry of an invocation long after must not apply it to a different plan); run \
+                 `eks-admin-sync plan` again and force with the time now; nothing was read or written",
+                FORCE_MAX_AGE.as_secs() / 60
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// The time audit records carry: when the invocation started (RFC 3339, UTC, milliseconds).
+fn audit_time(now: SystemTime) -> String {
+    jiff::Timestamp::try_from(now)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// What one cluster's audit records share, owned (a landed change's record is made inside the store's
+/// call).
+struct ClusterContext {
+    time: String,
+    deployment: String,
+    cluster: String,
+    store: &'static str,
+    trigger: Trigger,
+    expired: Vec<String>,
+}
+
+/// The audit of one cluster's writes as they land: the plan being applied, and the records written.
+struct Landing {
+    ctx: ClusterContext,
+    current: Mutex<Option<Decided>>,
+    lines: Arc<dyn Lines>,
+    records: Mutex<Vec<AuditRecord>>,
+}
+
+impl Landing {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, d: Decided) {
+        *Self::lock(&self.current) = Some(d);
+    }
+
+    fn current(&self) -> Option<Decided> {
+        Self::lock(&self.current).clone()
+    }
+
+    fn take_records(&self) -> Vec<AuditRecord> {
+        std::mem::take(&mut *Self::lock(&self.records))
+    }
+
+    /// Writes the record of a change that just landed, as the plan being applied describes it.
+    fn landed(&self, c: &Change, retired: bool) {
+        let c_ = &self.ctx;
+        let ctx = audit::Context {
+            time: &c_.time,
+            deployment: &c_.deployment,
+            cluster: &c_.cluster,
+            store: c_.store,
+            dry_run: false,
+            applied: true,
+            trigger: &c_.trigger,
+            expired: &c_.expired,
+        };
+        let record = {
+            let current = Self::lock(&self.current);
+            let d = current.as_ref();
+            let plan = d.map(|d| &d.plan);
+            let guard = d.and_then(|d| d.guard.as_ref());
+            if retired {
+                let none = Retirement::default();
+                let r = plan.and_then(|p| p.retire.as_deref()).unwrap_or(&none);
+                audit::retired_record(&ctx, r, guard, c)
+            } else {
+                let none = Plan::default();
+                audit::change_record(&ctx, plan.unwrap_or(&none), guard, c)
+            }
+        };
+        self.lines.audit(&record);
+        Self::lock(&self.records).push(record);
+    }
+}
+
 /// What the apply phase needs of the invocation.
-#[derive(Clone, Copy)]
 struct Run<'a> {
     facts: &'a IamFacts,
     grants: &'a Grants,
     budget: &'a Budget,
     dry_run: bool,
+    /// When the invocation started, as audit records carry it.
+    time: String,
+    trigger: &'a Trigger,
 }
 
 /// What IAM said, for the whole invocation.
@@ -545,16 +714,17 @@ struct IamFacts {
     principals: Vec<Principal>,
     scope: Scope,
     target: Target,
-    /// On a full reconcile: the configured sources that yield no principal at all.
-    empty: Vec<Source>,
+    /// On a full reconcile: the configured sources, those that look mistyped, the principals IAM has.
+    sources: SourceFacts,
     force: bool,
 }
 
 impl IamFacts {
-    fn guard<'a>(&'a self, s: &'a Settings) -> Facts<'a> {
+    fn guard<'a>(&'a self, s: &'a Settings, expired: &'a [String]) -> Facts<'a> {
         Facts {
             full: self.scope == Scope::All,
-            empty: &self.empty,
+            sources: &self.sources,
+            expired,
             max_removals: s.max_removals,
             force: self.force,
             tag_key: &s.tag_key,
@@ -568,6 +738,8 @@ struct Grants {
     groups: Vec<Desired>,
     /// Access policies, with groups a store of that form accepts (access entries).
     policies: Vec<Desired>,
+    /// The ARNs whose tag grant expired on each cluster, in both forms (a migrating cluster holds both).
+    expired: Vec<Vec<String>>,
 }
 
 impl Grants {
@@ -589,9 +761,9 @@ impl Grants {
     }
 
     /// The ARNs whose tag grant expired on cluster `i`, in both forms (a migrating cluster holds both).
-    fn expired(&self, i: usize) -> Vec<String> {
-        let mut out = self.groups[i].expired.clone();
-        out.extend(self.policies[i].expired.iter().cloned());
+    fn expired_on(groups: &Desired, policies: &Desired) -> Vec<String> {
+        let mut out = groups.expired.clone();
+        out.extend(policies.expired.iter().cloned());
         out.sort();
         out.dedup();
         out
@@ -661,6 +833,8 @@ struct Outcome {
     /// The cluster's own time: its read and its write, not the wait for the other clusters.
     spent: Duration,
     landed: LandedChanges,
+    /// The audit records of what landed, written as it landed.
+    records: Vec<AuditRecord>,
 }
 
 /// A cluster's report, and the plan as shown (a dry run or a held plan as planned, anything else as it
@@ -830,7 +1004,7 @@ mod tests {
     use super::*;
     use crate::core::grants::Grant;
     use crate::core::plan::{CurrentEntry, Owner};
-    use crate::core::ports::Applied;
+    use crate::core::ports::{Account, Applied, Lines};
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -866,14 +1040,17 @@ mod tests {
                 .find(|u| u.name == name && u.kind == PrincipalKind::Role)
                 .cloned())
         }
-        async fn list_principals(&self) -> Result<Vec<Principal>, IamError> {
+        async fn list_principals(&self, _: bool) -> Result<Account, IamError> {
             if self.fail {
                 return Err(IamError {
                     op: "GetAccountAuthorizationDetails",
                     message: "AccessDenied".into(),
                 });
             }
-            Ok(self.users.clone())
+            Ok(Account {
+                principals: self.users.clone(),
+                groups: Vec::new(),
+            })
         }
     }
 
@@ -957,6 +1134,7 @@ mod tests {
             policies: None,
             held_by: None,
             owner: Owner::Us { marked: true },
+            source: g.source.clone(),
         }
     }
 
@@ -998,6 +1176,14 @@ mod tests {
 
     fn full() -> Value {
         serde_json::json!({"action": "reconcile"})
+    }
+
+    /// A manual full reconcile forced by a person now.
+    fn forced_now() -> Value {
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        serde_json::json!({"action": "reconcile", "force": true, "forceAt": now})
     }
 
     fn seed(r: &Reconciler<FakeIam, MemStore>, cluster: &str, names: &[&str]) {
@@ -1102,11 +1288,14 @@ mod tests {
 
     #[tokio::test]
     async fn guard_refuses_removals_on_full_reconcile_and_force_overrides() {
-        // Typo'd tag key: nobody carries it, 4 owned entries would go.
+        // Typo'd tag key: nobody carries it, 4 owned entries of users IAM still has would go.
         let r = rec(
             "prod",
             &[("ADMIN_TAG_KEY", "eks-cluster-admn")],
-            vec![admin("a", "true")],
+            ["a", "b", "c", "d"]
+                .iter()
+                .map(|n| admin(n, "true"))
+                .collect(),
             false,
         );
         seed(&r, "prod", &["a", "b", "c", "d"]);
@@ -1130,13 +1319,7 @@ mod tests {
             "nothing removed"
         );
 
-        let forced = r
-            .handle(
-                &serde_json::json!({"action": "reconcile", "force": true}),
-                Clock::unbounded(),
-            )
-            .await
-            .unwrap();
+        let forced = r.handle(&forced_now(), Clock::unbounded()).await.unwrap();
         assert_eq!(forced.clusters[0].removed.len(), 4);
         assert!(r.store.clusters.lock().unwrap()["prod"].is_empty());
     }
@@ -1181,7 +1364,7 @@ mod tests {
         // Forced: both go, audited as `expire` and counted as Expired, not Revoked.
         let report = r
             .handle(
-                &serde_json::json!({"action": "reconcile", "force": true}),
+                &serde_json::json!({"action": "reconcile", "force": true, "forceAt": "2026-12-02T17:59:00Z"}),
                 clock("2026-12-02T18:00:01Z"),
             )
             .await
@@ -1341,6 +1524,111 @@ mod tests {
             Some("arn:aws:sts::123456789012:assumed-role/PlatformAdmins/jane")
         );
         assert!(a.applied && !a.dry_run);
+    }
+
+    #[tokio::test]
+    async fn a_force_is_honoured_only_for_minutes_after_it_was_made() {
+        let r = rec("prod", &[("MAX_REMOVALS", "1")], vec![], false);
+        seed(&r, "prod", &["a", "b"]);
+        let at = |s: &str| Clock {
+            now: SystemTime::from(s.parse::<jiff::Timestamp>().unwrap()),
+            lambda_deadline: None,
+        };
+        let ev = serde_json::json!({"action": "reconcile", "force": true, "forceAt": "2026-12-07T10:00:00Z"});
+        // A Lambda retry an hour later, or a forceAt far ahead of the clock: refused before anything is read.
+        for now in [
+            "2026-12-07T11:00:00Z",
+            "2026-12-07T10:05:01Z",
+            "2026-12-07T09:58:00Z",
+        ] {
+            let e = r.handle(&ev, at(now)).await.unwrap_err();
+            assert_eq!(e.kind(), "InvalidEvent", "{now}: {e}");
+            assert!(e.to_string().contains("honoured for 5 minutes"), "{e}");
+            assert!(
+                r.store.log.lock().unwrap().is_empty(),
+                "{now}: nothing read"
+            );
+        }
+        let report = r.handle(&ev, at("2026-12-07T10:04:00Z")).await.unwrap();
+        assert_eq!(report.clusters[0].removed.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_event_of_another_account_is_ignored() {
+        let r = rec(
+            "prod",
+            &[("FUNCTION_ROLE_ARN", "arn:aws:iam::123456789012:role/fn")],
+            vec![admin("new-admin-test", "true")],
+            false,
+        );
+        let mut ev: Value = serde_json::from_slice(
+            &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/events/tag-user.json")).unwrap(),
+        )
+        .unwrap();
+        ev["detail"]["recipientAccountId"] = "210987654321".into();
+        let report = r.handle(&ev, Clock::unbounded()).await.unwrap();
+        let why = report.ignored.unwrap();
+        assert!(
+            why.contains("210987654321") && why.contains("123456789012"),
+            "{why}"
+        );
+        assert!(r.store.log.lock().unwrap().is_empty());
+        // The account the runtime tells wins over the configured one.
+        let mut intent = event::parse(&ev).unwrap();
+        intent.home_account = Some("210987654321".into());
+        ev["account"] = "210987654321".into();
+        intent.accounts = event::parse(&ev).unwrap().accounts;
+        let report = r.run(intent, Clock::unbounded()).await.unwrap();
+        assert!(report.ignored.is_none());
+        assert_eq!(report.clusters[0].added.len(), 1);
+    }
+
+    /// Lines that remember what was written, in order.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl Lines for Seen {
+        fn audit(&self, r: &AuditRecord) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", r.action, r.principal));
+        }
+        fn metric(&self, _: &Value) {
+            self.0.lock().unwrap().push("metric".into());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_is_recorded_as_it_lands_and_the_rest_after() {
+        let seen = Arc::new(Seen::default());
+        let r = rec(
+            "halfway",
+            &[],
+            vec![admin("a", "true"), admin("b", "true")],
+            false,
+        )
+        .with_lines(seen.clone());
+        let e = r.handle(&full(), Clock::unbounded()).await.unwrap_err();
+        let ReconcileError::Clusters { report, .. } = e else {
+            panic!()
+        };
+        let lines = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            ["grant arn:aws:iam::123456789012:user/a", "metric"],
+            "the landed grant, then the cluster's metric line"
+        );
+        let written: Vec<String> = report
+            .audit
+            .iter()
+            .map(|a| format!("{} {}", a.action, a.principal))
+            .collect();
+        assert_eq!(
+            written,
+            lines[..1],
+            "the report carries exactly what was written"
+        );
     }
 
     #[tokio::test]

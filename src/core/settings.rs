@@ -117,6 +117,9 @@ pub struct Settings {
     pub iam_groups: Vec<String>,
     /// The function's own role name (from `FUNCTION_ROLE_ARN`): never an admin, whatever it carries.
     pub function_role: Option<String>,
+    /// The AWS account the function serves (from `FUNCTION_ROLE_ARN`): events of another account are
+    /// ignored. In Lambda the function's own ARN tells it too.
+    pub account: Option<String>,
     /// The tag holding a tag grant's expiry, an RFC 3339 UTC time (`ADMIN_EXPIRY_TAG_KEY`, default the
     /// admin tag key + `-expires`).
     pub expiry_tag_key: String,
@@ -295,18 +298,21 @@ impl Settings {
             128,
             "an IAM group name has 1-128 letters, digits or +=,.@_-",
         )?;
-        let function_role = match non_empty(&get, "FUNCTION_ROLE_ARN") {
-            None => None,
-            Some(arn) => Some(
-                crate::core::grants::role_name_of_arn(&arn)
-                    .ok_or_else(|| ConfigError::Invalid {
-                        var: "FUNCTION_ROLE_ARN",
-                        value: arn.clone(),
-                        reason: "expected an IAM role ARN (arn:aws:iam::ACCOUNT:role/PATH/NAME)"
-                            .into(),
-                    })?
-                    .to_string(),
-            ),
+        let (function_role, account) = match non_empty(&get, "FUNCTION_ROLE_ARN") {
+            None => (None, None),
+            Some(arn) => {
+                let (account, _, name) =
+                    crate::core::grants::parse_role_arn(&arn).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            var: "FUNCTION_ROLE_ARN",
+                            value: arn.clone(),
+                            reason:
+                                "expected an IAM role ARN (arn:aws:iam::ACCOUNT:role/PATH/NAME)"
+                                    .into(),
+                        }
+                    })?;
+                (Some(name.to_string()), Some(account.to_string()))
+            }
         };
 
         let dry_run = match non_empty(&get, "DRY_RUN") {
@@ -388,6 +394,7 @@ impl Settings {
             permission_sets,
             iam_groups,
             function_role,
+            account,
             expiry_tag_key,
             max_grant,
             event_bus,
@@ -473,6 +480,15 @@ fn non_empty(get: &impl Fn(&str) -> Option<String>, key: &str) -> Option<String>
     get(key)
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// An RFC 3339 time in UTC with seconds (`2026-12-02T18:00:00Z`), as the expiry tag and a manual
+/// payload's `forceAt` take it; an offset, a date alone or anything else is `None`.
+pub fn parse_utc(v: &str) -> Option<jiff::Timestamp> {
+    let v = v.trim();
+    v.strip_suffix('Z')
+        .filter(|_| v.len() >= 20 && v.as_bytes().get(10) == Some(&b'T'))
+        .and_then(|_| v.parse::<jiff::Timestamp>().ok())
 }
 
 /// `true`/`false` in any case, as the tag contract and `DRY_RUN` use.

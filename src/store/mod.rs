@@ -39,10 +39,13 @@ pub enum StoreError {
     #[error(transparent)]
     Entries(#[from] AccessEntriesError),
     #[error(
-        "cluster {cluster}: access entries were written, but this deployment's aws-auth mappings could not be retired (in API_AND_CONFIG_MAP they still grant where a principal has no entry): {source}"
+        "cluster {cluster}: {}, but this deployment's aws-auth mappings could not be retired (in API_AND_CONFIG_MAP they still grant where a principal has no entry), and no role was granted (its node rows could not be read): {source}",
+        if *written { "access entries were written" } else { "the access entries needed no write" }
     )]
     Retirement {
         cluster: String,
+        /// Whether any access-entry write landed before.
+        written: bool,
         source: AwsAuthStoreError,
     },
     #[error("cluster {cluster}: {} aws-auth mappings kept, their access entries not confirmed: {}", errors.len(), errors.join("; "))]
@@ -104,6 +107,9 @@ pub struct Stores {
     choice: AccessStore,
     /// The configured access policies (a migrated mapping is removed only once its entry holds them).
     policies: Vec<AccessPolicy>,
+    /// The store each cluster's last read chose (reports name it even when the cluster then failed and
+    /// the directory forgot it).
+    served: std::sync::Mutex<std::collections::HashMap<String, Served>>,
 }
 
 pub enum Snapshot {
@@ -134,7 +140,14 @@ impl Stores {
             entries,
             choice,
             policies,
+            served: std::sync::Mutex::default(),
         }
+    }
+
+    fn served_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Served>> {
+        self.served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The cluster as the directory knows it; `fresh`: described now, whatever is cached.
@@ -151,12 +164,14 @@ impl Stores {
     }
 
     fn served(&self, cluster: &str, mode: AuthMode) -> Result<Served, StoreError> {
-        choose(self.choice, mode).map_err(|advice| StoreError::Mismatch {
+        let served = choose(self.choice, mode).map_err(|advice| StoreError::Mismatch {
             cluster: cluster.into(),
             setting: setting_name(self.choice),
             mode: mode.as_str(),
             advice,
-        })
+        })?;
+        self.served_map().insert(cluster.to_string(), served);
+        Ok(served)
     }
 
     async fn read_served(
@@ -180,7 +195,10 @@ impl Stores {
                             state.legacy = Some(Box::new(legacy_state.clone()))
                         }
                         Err(e) => {
-                            tracing::error!(cluster, error = %e, "aws-auth could not be read; access entries are still written, this deployment's aws-auth mappings are not retired")
+                            // Its node rows are unknown too: no role may get a STANDARD entry, which EKS
+                            // would prefer over a node row it cannot see.
+                            state.node_rows_unknown = true;
+                            tracing::error!(cluster, error = %e, "aws-auth could not be read; access entries are still written (no role granted), this deployment's aws-auth mappings are not retired")
                         }
                     }
                     Some(read)
@@ -336,13 +354,13 @@ impl Store for Stores {
     type Error = StoreError;
 
     fn name(&self, cluster: &str) -> &'static str {
-        match self.directory.cached_mode(cluster) {
-            Some(mode) => choose(self.choice, mode).map_or("none", Served::name),
-            None => match self.choice {
-                AccessStore::AwsAuth => AwsAuthStore::NAME,
-                AccessStore::AccessEntries => access_entries::NAME,
-                AccessStore::Auto => "unknown",
-            },
+        if let Some(served) = self.served_map().get(cluster) {
+            return served.name();
+        }
+        match self.choice {
+            AccessStore::AwsAuth => AwsAuthStore::NAME,
+            AccessStore::AccessEntries => access_entries::NAME,
+            AccessStore::Auto => "unknown",
         }
     }
 
@@ -351,8 +369,15 @@ impl Store for Stores {
         cluster: &str,
         target: &Target,
     ) -> Result<(ClusterState, Snapshot), StoreError> {
-        // A full reconcile describes the cluster afresh: a mode change is picked up by the next one.
-        let info = self.describe(cluster, target.full).await?;
+        // This run's read says which store serves the cluster; until it does, none is known.
+        self.served_map().remove(cluster);
+        // A full reconcile describes the cluster afresh. So does any run on a cluster last seen in
+        // CONFIG_MAP: that is the one mode another run (the CLI, another execution environment) can have
+        // moved on from unseen by this one's cache, and then grants live in access entries that a run
+        // reading aws-auth alone would neither revoke nor see (a cached API_AND_CONFIG_MAP or API is read
+        // through access entries, where grants are in every later mode too).
+        let stale = self.directory.cached_mode(cluster) == Some(AuthMode::ConfigMap);
+        let info = self.describe(cluster, target.full || stale).await?;
         let served = self.served(cluster, info.auth_mode)?;
         match self.read_served(cluster, served, target).await {
             // EKS says the mode does not allow access entries: what we knew of the cluster is stale.
@@ -415,6 +440,7 @@ impl Store for Stores {
             None => Ok(applied),
             Some(Err(source)) => Err(StoreError::Retirement {
                 cluster: cluster.into(),
+                written: landed.count() > 0,
                 source,
             }),
             Some(Ok(_)) if applied.decided.plan.hold => Ok(applied),

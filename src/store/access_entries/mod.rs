@@ -25,7 +25,9 @@ use aws_sdk_eks::Client;
 use calls::{Calls, Stop};
 use futures_util::{StreamExt, stream};
 use model::Known;
-pub use model::{GROUP_MARK_PREFIX, MARK_TAG, Marks, TAG_KEY_TAG, USER_ID_TAG};
+pub use model::{
+    GROUP_MARK_PREFIX, MARK_TAG, MARK_TAG_KEYS, Marks, SOURCE_TAG, TAG_KEY_TAG, USER_ID_TAG,
+};
 use std::collections::{HashMap, HashSet};
 
 pub const NAME: &str = "access-entries";
@@ -209,6 +211,7 @@ impl AccessEntryStore {
             form: GrantForm::AccessPolicies,
             legacy: None,
             node_roles,
+            node_rows_unknown: false,
         };
         Ok((
             state,

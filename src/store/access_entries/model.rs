@@ -10,7 +10,7 @@
 //! unclear: the entry is never changed and the run fails naming it until a person restores the missing mark
 //! or removes the other one too.
 
-use crate::core::grants::Grant;
+use crate::core::grants::{Grant, Source};
 use crate::core::plan::{CurrentEntry, Owner};
 use crate::core::settings::{AccessPolicy, PolicyScope};
 use aws_sdk_eks::types::{AccessEntry, AccessScope, AccessScopeType, AssociatedAccessPolicy};
@@ -30,6 +30,11 @@ pub const NODE_ENTRY_TYPES: [&str; 5] = [
 ];
 /// The admin tag key the entry was granted under.
 pub const TAG_KEY_TAG: &str = "eks-admin-sync-tag-key";
+/// The source the grant was made by (`tag:<key>`, `permission-set:<name>`, `iam-group:<name>`; see
+/// [`Source::to_tag_value`]): what the removal guard judges a revocation by.
+pub const SOURCE_TAG: &str = "eks-admin-sync-source";
+/// Every tag key this deployment writes on an entry (the function's role may write these only).
+pub const MARK_TAG_KEYS: [&str; 4] = [MARK_TAG, USER_ID_TAG, TAG_KEY_TAG, SOURCE_TAG];
 /// The second mark: the Kubernetes group `eks-admin-sync:<DEPLOYMENT_ID>` on the entry.
 pub const GROUP_MARK_PREFIX: &str = "eks-admin-sync:";
 
@@ -56,8 +61,8 @@ impl Marks {
         format!("{GROUP_MARK_PREFIX}{}", self.deployment)
     }
 
-    /// The tags an entry granted with `g` carries (all three, so that IAM can ask for the mark on every
-    /// tagging request).
+    /// The tags an entry granted with `g` carries (the mark on every one, so that IAM can ask for it on
+    /// every tagging request; the principal's id and the grant's source when known).
     pub fn tags_for(&self, g: &Grant) -> HashMap<String, String> {
         let mut t = HashMap::from([
             (MARK_TAG.to_string(), self.deployment.clone()),
@@ -65,6 +70,9 @@ impl Marks {
         ]);
         if let Some(id) = &g.id {
             t.insert(USER_ID_TAG.to_string(), id.clone());
+        }
+        if let Some(source) = &g.source {
+            t.insert(SOURCE_TAG.to_string(), source.to_tag_value());
         }
         t
     }
@@ -117,6 +125,7 @@ impl Marks {
             owner,
             policies: None,
             held_by: self.held_by(&tags),
+            source: tags.get(SOURCE_TAG).and_then(|v| Source::from_tag_value(v)),
         };
         let known = Known {
             entry_arn: e.access_entry_arn().unwrap_or_default().to_string(),

@@ -23,7 +23,7 @@
 //! - An entry whose mark names another value is someone else's (another deployment, or a person who took
 //!   it over). An entry the record names but that lacks our mark is unclear and left alone.
 
-use crate::core::grants::{ArnKey, Grant, PrincipalKind, role_name_of_arn};
+use crate::core::grants::{ArnKey, Grant, PrincipalKind, Source, role_name_of_arn};
 use crate::core::plan::{Change, ClusterState, CurrentEntry, Owner, Plan};
 use crate::store::aws_auth::{fastyaml, yaml};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -40,6 +40,9 @@ pub const MARK_FIELD: &str = "eks-admin-sync";
 /// The field holding the IAM user or role id an entry was granted to (EKS ignores it; it matches by ARN).
 /// The name is the first version's, kept so its entries still read.
 pub const ID_FIELD: &str = "eks-admin-sync-user-id";
+/// The field holding the source the grant was made by (`tag:<key>`, `permission-set:<name>`,
+/// `iam-group:<name>`): what the removal guard judges a revocation by. EKS ignores it, as every unknown field.
+pub const SOURCE_FIELD: &str = "eks-admin-sync-source";
 pub const MAP_USERS: &str = "mapUsers";
 pub const MAP_ROLES: &str = "mapRoles";
 const LIST_KEYS: [&str; 3] = ["mapUsers", "mapRoles", "mapAccounts"];
@@ -323,8 +326,12 @@ fn entry_of_value(v: &Value, arn_field: &str) -> Read {
     };
     let mark = get(MARK_FIELD).map(text);
     let id = get(ID_FIELD).map(text);
+    let source = get(SOURCE_FIELD)
+        .and_then(Value::as_str)
+        .and_then(Source::parse);
     let entry = CurrentEntry {
         policies: None,
+        source,
         arn: get(arn_field)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -355,8 +362,13 @@ fn entry_of_item(item: &fastyaml::Item<'_>, arn_field: &str) -> Read {
     };
     let mark = item.field(MARK_FIELD).map(text);
     let id = item.field(ID_FIELD).map(text);
+    let source = match item.field(SOURCE_FIELD) {
+        Some(Node::Str(s)) => Source::parse(s),
+        _ => None,
+    };
     let entry = CurrentEntry {
         policies: None,
+        source,
         arn: match item.field(arn_field) {
             Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
             _ => None,
@@ -507,6 +519,9 @@ impl AwsAuth {
         if let Some(id) = &g.id {
             v[ID_FIELD] = json!(id);
         }
+        if let Some(source) = &g.source {
+            v[SOURCE_FIELD] = json!(source.to_string());
+        }
         v
     }
 
@@ -531,7 +546,14 @@ impl AwsAuth {
             .entries
             .iter()
             .map(|e| {
-                let Some(key) = e.arn.as_deref().map(ArnKey) else {
+                // A plan changes only this deployment's entries: another entry of the same principal (a
+                // node row, a person's) stays whatever the plan says of the principal.
+                let Some(key) = e
+                    .arn
+                    .as_deref()
+                    .filter(|_| matches!(e.owner, Owner::Us { .. }))
+                    .map(ArnKey)
+                else {
                     return Action::Keep;
                 };
                 if removes.contains(&key) {
