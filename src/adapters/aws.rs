@@ -139,15 +139,14 @@ impl Iam {
         out: &mut Account,
     ) -> Result<Option<String>, IamError> {
         let op = "GetAccountAuthorizationDetails";
-        let mut call = self
+        let mut filters = vec![EntityType::User, EntityType::Role];
+        if groups {
+            filters.push(EntityType::Group);
+        }
+        let resp = self
             .client
             .get_account_authorization_details()
-            .filter(EntityType::User)
-            .filter(EntityType::Role);
-        if groups {
-            call = call.filter(EntityType::Group);
-        }
-        let resp = call
+            .set_filter(Some(filters))
             .max_items(IAM_PAGE_SIZE)
             .set_marker(marker)
             .send()

@@ -19,9 +19,20 @@ pub enum KubeError {
     Client(String),
 }
 
+/// Builds a client for a cluster without TLS or a token (an in-process API server of a simulation).
+pub type Connect = Arc<dyn Fn(&str, &ClusterInfo) -> Client + Send + Sync>;
+
+/// How a cluster's client is made.
+enum Make {
+    /// Over HTTPS to the cluster's endpoint, checked against its CA, with a token the signer signs.
+    Signed(Signer),
+    /// By a function (the simulation test's in-process API servers).
+    Given(Connect),
+}
+
 pub struct KubeClients {
     directory: Arc<Directory>,
-    signer: Signer,
+    make: Make,
     /// Per cluster: the client, when its token was signed, and the endpoint it was built for.
     clients: Mutex<HashMap<String, (Client, SystemTime, String)>>,
 }
@@ -30,7 +41,16 @@ impl KubeClients {
     pub fn new(directory: Arc<Directory>, signer: Signer) -> Self {
         KubeClients {
             directory,
-            signer,
+            make: Make::Signed(signer),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Clients made by `connect` for the endpoint the directory gives (no TLS, no token).
+    pub fn connecting(directory: Arc<Directory>, connect: Connect) -> Self {
+        KubeClients {
+            directory,
+            make: Make::Given(connect),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -45,8 +65,16 @@ impl KubeClients {
         {
             return Ok(client.clone());
         }
-        let (token, signed_at) = self.signer.sign(cluster).await?;
-        let client = build_client(&info, token).map_err(KubeError::Client)?;
+        let (client, signed_at) = match &self.make {
+            Make::Signed(signer) => {
+                let (token, signed_at) = signer.sign(cluster).await?;
+                (
+                    build_client(&info, token).map_err(KubeError::Client)?,
+                    signed_at,
+                )
+            }
+            Make::Given(connect) => (connect(cluster, &info), SystemTime::now()),
+        };
         self.lock().insert(
             cluster.to_string(),
             (client.clone(), signed_at, info.endpoint.clone()),

@@ -39,8 +39,9 @@ pub enum StoreError {
     #[error(transparent)]
     Entries(#[from] AccessEntriesError),
     #[error(
-        "cluster {cluster}: {}, but this deployment's aws-auth mappings could not be retired (in API_AND_CONFIG_MAP they still grant where a principal has no entry), and no role was granted (its node rows could not be read): {source}",
-        if *written { "access entries were written" } else { "the access entries needed no write" }
+        "cluster {cluster}: {}, but this deployment's aws-auth mappings could not be retired (in API_AND_CONFIG_MAP they still grant where a principal has no entry), and no role was newly granted (its node rows could not be read): {}",
+        if *written { "access entries were written" } else { "no access entry was written" },
+        without_cluster(&source.to_string(), cluster)
     )]
     Retirement {
         cluster: String,
@@ -53,6 +54,13 @@ pub enum StoreError {
         cluster: String,
         errors: Vec<String>,
     },
+}
+
+/// An error's text without the `cluster NAME: ` it starts with (when it is nested in one that says it).
+fn without_cluster(text: &str, cluster: &str) -> String {
+    text.strip_prefix(&format!("cluster {cluster}: "))
+        .unwrap_or(text)
+        .to_string()
 }
 
 /// Which store serves a cluster.

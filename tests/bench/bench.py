@@ -449,7 +449,9 @@ def main():
         ("Init phases: settings / AWS SDK config / clients", f"{ph.get('settings', 0):.2f} / {ph.get('aws_config', 0):.2f} / {ph.get('clients', 0):.2f} ms", "reported", "-"),
         ("First event of a fresh process: Amazon roots / system store", f"{results['first_event']['amazon_roots']:.1f} / {results['first_event']['system_store']:.1f} ms", "not slower", verdict(results['first_event']['amazon_roots'] <= results['first_event']['system_store'] * 1.1)),
         ("Peak RSS at first poll", f"{i['peak_rss_mb_max']:.1f} MB", "<= 16 MB", verdict(i["peak_rss_mb_max"] <= 16)),
-        ("Tag event, warm: IAM reads / DescribeCluster / STS", f"{t['iam_reads']} / {t['describe_cluster']} / {t['sts_calls']}", "1 / 0 / 0", verdict((t["iam_reads"], t["describe_cluster"], t["sts_calls"]) == (1, 0, 0))),
+        # Both bench clusters are CONFIG_MAP clusters: a warm function describes each for every event (another
+        # run may have moved it on to access entries unseen by the cache, where a revocation must look too).
+        ("Tag event, warm (2 CONFIG_MAP clusters): IAM reads / DescribeCluster / STS", f"{t['iam_reads']} / {t['describe_cluster']} / {t['sts_calls']}", "1 / 2 / 0", verdict((t["iam_reads"], t["describe_cluster"], t["sts_calls"]) == (1, 2, 0))),
         ("Tag event, warm: API requests per cluster", json.dumps(t["api_requests_per_cluster"]), "1 GET + <= 1 write", verdict(api_ok)),
         ("Full reconcile 10k users + 1k roles (401 tagged), 2 clusters: IAM calls", f"{f['iam_calls']} ({f['iam_pages']} pages of 1000)", f"<= {f['pages_needed']} (the bulk read's pages)", verdict(f["iam_calls"] <= f["pages_needed"])),
         ("Full reconcile wall time: writing 800 grants at %d ms per IAM, EKS and EventBridge call / steady at the emulator's ~1 ms" % fl["latency_ms"], f"{fl['wall_s']:.2f} s ({fl['put_events_calls']} PutEvents calls) / {f['wall_s']:.2f} s", "reported", "-"),

@@ -70,7 +70,8 @@ def test_tag_then_untag_on_every_mode(st):
         assert e["kubernetesGroups"] == [GROUP_MARK], e
         assert e["policies"] == {ADMIN_POLICY: {"type": "cluster", "namespaces": []}}
         assert e["tags"] == {"eks-admin-sync": "default", "eks-admin-sync-user-id": user_id,
-                             "eks-admin-sync-tag-key": "eks-cluster-admin"}
+                             "eks-admin-sync-tag-key": "eks-cluster-admin",
+                             "eks-admin-sync-source": "tag:eks-cluster-admin"}
     # aws-auth is written only where it is the store.
     assert [u["userarn"] for u in map_users(st.get_aws_auth("cm"))] == [ALICE]
     for c in ("mixed", "api"):

@@ -64,10 +64,14 @@ class Forwarder:
 
 
 def test_a_moved_cluster_is_described_again(stack):
+    """On a cluster in API_AND_CONFIG_MAP mode a warm function's events use the directory's cache (no
+    DescribeCluster); when the cluster cannot be reached with it, the entry is dropped and the next event
+    describes the cluster again."""
     with open(os.path.join(stack.dir, "ca.crt")) as f:
         ca = f.read()
     old = Forwarder(stack.ports["api-prod"])
-    stack.emu("/_emu/eks/prod", {"endpoint": f"https://127.0.0.1:{old.address}", "ca_pem": ca})
+    stack.emu("/_emu/eks/prod", {"endpoint": f"https://127.0.0.1:{old.address}", "ca_pem": ca,
+                                 "authenticationMode": "API_AND_CONFIG_MAP"})
     stack.create_user("alice", {"eks-cluster-admin": "true"})
     rt = RuntimeApi()
     fn = subprocess.Popen([BINARY], env=stack.function_env({**lambda_env(rt.address), "CLUSTER_NAMES": "prod"}),
@@ -84,7 +88,7 @@ def test_a_moved_cluster_is_described_again(stack):
         old.close()
         stack.emu("/_emu/eks/prod", {"endpoint": stack.api_url("prod"), "ca_pem": ca})
         kind, result = rt.invoke({"action": "reconcile", "user": "alice"})
-        assert kind == "error", "the old endpoint cannot be reached"
+        assert kind == "error", "the old endpoint cannot be reached (for the aws-auth retirement)"
         assert result["errorType"] == "ClustersNeedAttention", result
         assert result["errorMessage"].count("cluster prod:") == 1, result
         stack.iam().untag_user(UserName="alice", TagKeys=["eks-cluster-admin"])
@@ -100,4 +104,26 @@ def test_a_moved_cluster_is_described_again(stack):
         fn.terminate()
         fn.wait(timeout=10)
         rt.close()
-        stack.emu("/_emu/eks/prod", {"endpoint": stack.api_url("prod"), "ca_pem": ca})
+        stack.emu("/_emu/eks/prod", {"endpoint": stack.api_url("prod"), "ca_pem": ca,
+                                     "authenticationMode": "CONFIG_MAP"})
+
+
+def test_a_cluster_last_seen_in_config_map_is_described_for_every_event(stack):
+    """CONFIG_MAP is the one mode another run can move a cluster on from unseen by a warm function's cache;
+    a warm function therefore describes such a cluster for every event (one DescribeCluster a cluster)."""
+    stack.create_user("alice", {"eks-cluster-admin": "true"})
+    rt = RuntimeApi()
+    fn = subprocess.Popen([BINARY], env=stack.function_env(lambda_env(rt.address)),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        kind, result = rt.invoke({"action": "reconcile"})
+        assert kind == "response", result
+        stack.reset_calls()
+        for _ in range(2):
+            kind, result = rt.invoke({"action": "reconcile", "user": "alice"})
+            assert kind == "response", result
+        assert stack.calls().get("eks:DescribeCluster") == 4, stack.calls()
+    finally:
+        fn.terminate()
+        fn.wait(timeout=10)
+        rt.close()

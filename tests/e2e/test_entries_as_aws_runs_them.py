@@ -109,7 +109,7 @@ def test_replaced_users_keep_admin_in_one_run_under_max_removals(st):
     assert e[ALICE]["tags"]["eks-admin-sync-user-id"] == ids["alice"]
     assert e[BOB]["tags"]["eks-admin-sync-user-id"] == ids["bob"]
     reasons = [x["reason"] for x in audit_records(err) if x["action"] == "revoke"]
-    assert len(reasons) == 4 and all("another IAM user now holds this ARN" in x for x in reasons), reasons
+    assert len(reasons) == 4 and all("another IAM principal now holds this ARN" in x for x in reasons), reasons
 
 
 def read_only_aws_auth(st, cluster):

@@ -97,8 +97,28 @@ def schedule(st):
 
 
 def wake_at(expiry):
-    t = dt.datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ") + dt.timedelta(seconds=2)
+    """The wake-up of an expiry: the first whole minute after it (EventBridge Scheduler runs a schedule
+    anywhere within its minute: "set to run at 1:00, it invokes between 1:00:00 and 1:00:59", Scheduler user
+    guide, "Schedule types")."""
+    t = dt.datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ").replace(second=0) + dt.timedelta(minutes=1)
     return f"at({t.strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
+def earliest_run(expression):
+    """The earliest moment Scheduler may invoke a one-time schedule: the start of its minute."""
+    t = dt.datetime.strptime(expression[3:-1], "%Y-%m-%dT%H:%M:%S").replace(second=0, tzinfo=dt.timezone.utc)
+    return t.timestamp()
+
+
+def mid_minute(seconds):
+    """A time at least `seconds` from now whose seconds are between 10 and 50: a wake-up a few seconds after
+    it (at(T+2s), say) would share its minute, and Scheduler could run it before T."""
+    t = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=seconds)
+    if t.second < 10:
+        t = t.replace(second=10)
+    elif t.second > 50:
+        t = t.replace(second=10) + dt.timedelta(minutes=1)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_the_wakeup_revokes_at_the_expiry_not_at_the_next_schedule(st):
@@ -109,7 +129,7 @@ def test_the_wakeup_revokes_at_the_expiry_not_at_the_next_schedule(st):
         pass
     if schedule(st):
         s.delete_schedule(GroupName=WAKEUP["EXPIRY_SCHEDULE_GROUP"], Name=WAKEUP["EXPIRY_SCHEDULE_NAME"])
-    soon, later = at(8), at(120)
+    soon, later = mid_minute(8), at(180)
     alice = st.create_user("alice", {"eks-cluster-admin": "true", EXPIRES: soon})
     rc, report, err = st.handle_event(tag_event("alice", {EXPIRES: soon}), WAKEUP)
     assert rc == 0, err
@@ -127,9 +147,9 @@ def test_the_wakeup_revokes_at_the_expiry_not_at_the_next_schedule(st):
     assert rc == 0, err
     assert report["wakeup"]["change"] == "unchanged" and schedule(st)["ScheduleExpression"] == wake_at(soon)
 
-    # At the wake-up time, invoked as EventBridge Scheduler invokes it: with the schedule's own input.
-    wake = dt.datetime.strptime(wake_at(soon)[3:-1], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
-    time.sleep(max(0.0, wake.timestamp() - time.time()))
+    # Invoked as EventBridge Scheduler invokes it, at the earliest moment its precision allows (the start of
+    # the schedule's minute) and with the schedule's own input: the run finds the expiry passed.
+    time.sleep(max(0.0, earliest_run(sch["ScheduleExpression"]) - time.time()))
     rc, report, err = st.handle_event(sch["Target"]["Input"], WAKEUP)
     assert rc == 0, err
     assert report["trigger"]["kind"] == "expiry"

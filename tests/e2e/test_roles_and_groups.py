@@ -9,7 +9,8 @@ own parser.
 
 import yaml
 
-from stack import (ACCOUNT, NODE_ROLE, THREE_MODES, audit_records, cluster_report, ct_event, metric_lines)
+from stack import (ACCOUNT, NODE_ROLE, THREE_MODES, audit_records, cluster_report, ct_event, force_payload,
+                   metric_lines)
 
 MODES = THREE_MODES
 TAG = {"eks-cluster-admin": "true"}
@@ -299,7 +300,7 @@ def test_renaming_an_admin_group_is_a_full_reconcile(st):
     assert cluster_report(report, "api")["guard"]["rule"] == "source-yields-nobody"
     assert can_admin(st, "api", dave)
     # With the rename made on purpose, `force` lets the revocation through.
-    rc, report, err = st.handle_event({"action": "reconcile", "force": True}, env)
+    rc, report, err = st.handle_event(force_payload(), env)
     assert rc == 0, err
     for c in MODES:
         assert not can_admin(st, c, dave), c

@@ -54,7 +54,9 @@ def test_tag_grants_admin_untag_revokes_in_lambda_mode(stack, tmp_path):
         assert all(c["unchanged"] == 1 and not c["written"] for c in result["clusters"])
         calls = stack.calls()
         assert calls.get("iam:GetUser") == 1, calls
-        assert "eks:DescribeCluster" not in calls, calls
+        # A cluster last seen in CONFIG_MAP is described for every event: another run may have moved it on
+        # to access entries, where a revocation must look too (one DescribeCluster per such cluster).
+        assert calls.get("eks:DescribeCluster") == 2, calls
         assert not any(k.startswith("sts:") for k in calls), f"tokens are signed locally: {calls}"
         for c in ("prod", "staging"):
             reqs = stack.function_requests(c)[seen[c]:]

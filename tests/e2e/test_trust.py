@@ -7,7 +7,8 @@ import time
 
 import yaml
 
-from stack import ACCOUNT, audit_records, cluster_report, map_users, metric_lines, no_ids, ours, owned, record
+from stack import (ACCOUNT, audit_records, cluster_report, force_payload, map_users, metric_lines, no_ids, ours, owned,
+                   record)
 
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 TAG = "eks-cluster-admin"
@@ -75,7 +76,7 @@ def test_nobody_carrying_the_tag_key_refuses_removals_and_force_overrides(stack)
     assert prod["status"] == "guarded" and prod["removed"] == [] and prod["guard"]["count"] == 3
     assert sorted(u["userarn"] for u in map_users(stack.get_aws_auth("prod"))) == sorted(arn(n) for n in names)
 
-    rc, report, err = stack.handle_event({"action": "reconcile", "force": True})
+    rc, report, err = stack.handle_event(force_payload())
     assert rc == 0, err
     assert sorted(cluster_report(report, "prod")["removed"]) == sorted(arn(n) for n in names)
     assert cluster_report(report, "prod")["guard"]["forced"] is True
@@ -156,7 +157,7 @@ def test_two_deployments_share_a_cluster(stack):
     assert versions[1] == versions[2], "no churn: the two deployments do not undo each other"
     cm = stack.get_aws_auth("prod")
     assert sorted(no_ids(map_users(cm)), key=lambda u: u["userarn"]) == [
-        ours(ALICE, "alice"), ours(arn("vic"), "vic", ["viewers"], "viewers")]
+        ours(ALICE, "alice"), ours(arn("vic"), "vic", ["viewers"], "viewers", "tag:eks-cluster-viewer")]
     assert len(map_users(stack.get_aws_auth("staging"))) == 3
     assert owned(cm) == [ALICE] and owned(cm, "viewers") == [arn("vic")]
     assert record(cm, "viewers")["tagKey"] == "eks-cluster-viewer"
@@ -319,6 +320,6 @@ def test_a_recreated_user_behind_the_same_arn_is_a_new_principal(stack):
     revoke = next(r for r in records if r["action"] == "revoke")
     grant_ = next(r for r in records if r["action"] == "grant")
     assert revoke["principalId"] == old_id and grant_["principalId"] == new_id
-    assert "another IAM user now holds this ARN" in revoke["reason"]
+    assert "another IAM principal now holds this ARN" in revoke["reason"]
     users = map_users(stack.get_aws_auth("prod"))
     assert len(users) == 1 and users[0]["eks-admin-sync-user-id"] == new_id

@@ -61,6 +61,7 @@ function constant(name) {
 const MARK = constant('MARK_TAG')
 const USER_ID = constant('USER_ID_TAG')
 const TAG_KEY = constant('TAG_KEY_TAG')
+const SOURCE = constant('SOURCE_TAG')
 const GROUP_MARK = `${constant('GROUP_MARK_PREFIX')}${DEPLOYMENT}`
 const ADMIN_TAG = constant('DEFAULT_TAG_KEY')
 
@@ -122,7 +123,7 @@ const user = (n) => `arn:aws:iam::${ACCOUNT}:user/${n}`
 const role = (n) => `arn:aws:iam::${ACCOUNT}:role/${n}`
 const cluster = (c) => `arn:aws:eks:${REGION}:${ACCOUNT}:cluster/${c}`
 const entry = (c, n) => `arn:aws:eks:${REGION}:${ACCOUNT}:access-entry/${c}/user/${ACCOUNT}/${n}/0aa1b2c3-d4e5-f6a7-b8c9-d0e1f2a3b4c5`
-const marks = { [MARK]: DEPLOYMENT, [USER_ID]: 'AIDAEXAMPLEALICE01', [TAG_KEY]: ADMIN_TAG }
+const marks = { [MARK]: DEPLOYMENT, [USER_ID]: 'AIDAEXAMPLEALICE01', [TAG_KEY]: ADMIN_TAG, [SOURCE]: `tag:${ADMIN_TAG}` }
 const requestTags = (tags) => ({ 'aws:TagKeys': Object.keys(tags), ...Object.fromEntries(Object.entries(tags).map(([k, v]) => [`aws:RequestTag/${k}`, v])) })
 const resourceTags = (tags) => Object.fromEntries(Object.entries(tags).map(([k, v]) => [`aws:ResourceTag/${k}`, v]))
 const groups = ['eks-admins', GROUP_MARK]

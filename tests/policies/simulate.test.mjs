@@ -120,6 +120,10 @@ const attacks = [
   // The function's ownership marks on access entries (issue 16): stripping one makes an entry unclear,
   // forging them makes someone's entry the function's to rewrite, and changing a marked entry is changing a grant.
   ['strip the function\'s mark tags from an access entry', { action: 'eks:UntagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync', 'eks-admin-sync-user-id'], ...MARKED } }],
+  // Issue 23: each grant records its source in the tag eks-admin-sync-source, which the removal guard judges a
+  // revocation by; rewriting it on a marked entry would make a typo's grants look like another source's.
+  ['rewrite the source a marked entry records', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync-source'], 'aws:RequestTag/eks-admin-sync-source': 'iam-group:ops', ...MARKED } }],
+  ['strip the source a marked entry records', { action: 'eks:UntagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync-source'], ...MARKED } }],
   ['set the function\'s mark on another entry', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
   ['create an access entry that carries the function\'s mark', { action: 'eks:CreateAccessEntry', resource: CLUSTER, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
   ['rewrite a marked entry (drop its group mark, change its username)', { action: 'eks:UpdateAccessEntry', resource: ENTRY, context: MARKED }],

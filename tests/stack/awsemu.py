@@ -6,8 +6,9 @@
   the key's owner, or is a 403 (SignatureDoesNotMatch, InvalidClientTokenId, ExpiredToken).
 - /_emu/eks/<name> (POST) points a moto EKS cluster at a real local API server (endpoint + CA), so the
   function's DescribeCluster path is exactly the production one.
-- IAM GetAccountAuthorizationDetails with Filter User and/or Role is paged as real IAM pages it (MaxItems honoured,
-  at most 1000 a page, Marker), which stock moto ignores; so call counts here hold on real IAM.
+- IAM GetAccountAuthorizationDetails with Filter User, Role and/or Group is paged as real IAM pages it (MaxItems
+  honoured, at most 1000 a page, counting the items of every list, Marker), which stock moto ignores; so call
+  counts here hold on real IAM.
   /_emu/iam/page-cap (POST {"cap": N}) lowers the page size further, to exercise paging with few users.
 - /_emu/iam/bulk-users (POST {"prefix", "count", "tagged", "tag_key", "tag_value"}) creates many users
   in-process (benchmarks).
@@ -277,6 +278,14 @@ def _user_detail(backend, u, groups_of):
             f"<Tags>{_tags_xml(backend.tagger.list_tags_for_resource(u.arn)['Tags'])}</Tags></member>")
 
 
+def _group_detail(g):
+    """A GroupDetail as the IAM API reference shows it (the function reads the name; policies are empty here)."""
+    created = g.create_date.strftime('%Y-%m-%dT%H:%M:%SZ')
+    return (f"<member><Path>{escape(g.path)}</Path><GroupName>{escape(g.name)}</GroupName><GroupId>{g.id}</GroupId>"
+            f"<Arn>{escape(g.arn)}</Arn><CreateDate>{created}</CreateDate>"
+            "<GroupPolicyList/><AttachedManagedPolicies/></member>")
+
+
 def _role_detail(backend, r):
     created = r.create_date.strftime('%Y-%m-%dT%H:%M:%SZ')
     return (f"<member><Path>{escape(r.path)}</Path><RoleName>{escape(r.name)}</RoleName><RoleId>{r.id}</RoleId>"
@@ -356,10 +365,10 @@ def sso_role(method, body):
 
 
 def authorization_details(form, start_response, filters):
-    """GetAccountAuthorizationDetails(Filter=[User] / [Role] / [User, Role]) paged like real IAM: MaxItems
-    counts the items of every list in the page (users first, then roles), at most 1000, with a Marker; each
-    user's GroupList and each role's Path and Tags, as the IAM API reference's UserDetail and RoleDetail show
-    them."""
+    """GetAccountAuthorizationDetails(Filter any of User, Group, Role) paged like real IAM: MaxItems counts the
+    items of every list in the page (users, then groups, then roles), at most 1000, with a Marker; each user's
+    GroupList, each group's name and each role's Path and Tags, as the IAM API reference's UserDetail,
+    GroupDetail and RoleDetail show them."""
     params = dict(form)
     max_items = min(int(params.get("MaxItems") or IAM_DEFAULT_MAX_ITEMS), 1000, IAM_PAGE_CAP[0])
     _count(f"iam:GetAccountAuthorizationDetails(MaxItems={params.get('MaxItems')})")
@@ -368,6 +377,8 @@ def authorization_details(form, start_response, filters):
     items = []
     if "User" in filters:
         items += [("user", u) for u in sorted(backend.users.values(), key=lambda u: u.name)]
+    if "Group" in filters:
+        items += [("group", g) for g in sorted(backend.groups.values(), key=lambda g: g.name)]
     if "Role" in filters:
         items += [("role", r) for r in sorted(backend.roles.values(), key=lambda r: r.name)]
     page = items[start:start + max_items]
@@ -378,11 +389,13 @@ def authorization_details(form, start_response, filters):
             groups_of.setdefault(u.name, []).append(g.name)
     users = "".join(_user_detail(backend, u, groups_of) for kind, u in page if kind == "user")
     roles = "".join(_role_detail(backend, r) for kind, r in page if kind == "role")
+    groups = "".join(_group_detail(g) for kind, g in page if kind == "group")
     marker = f"<Marker>{start + max_items}</Marker>" if truncated else ""
     body = (
         '<GetAccountAuthorizationDetailsResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
         f"<GetAccountAuthorizationDetailsResult><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{marker}"
-        f"<UserDetailList>{users}</UserDetailList><GroupDetailList/><RoleDetailList>{roles}</RoleDetailList><Policies/>"
+        f"<UserDetailList>{users}</UserDetailList><GroupDetailList>{groups}</GroupDetailList>"
+        f"<RoleDetailList>{roles}</RoleDetailList><Policies/>"
         "</GetAccountAuthorizationDetailsResult><ResponseMetadata><RequestId>emu</RequestId></ResponseMetadata>"
         "</GetAccountAuthorizationDetailsResponse>"
     ).encode()
@@ -487,7 +500,7 @@ class App:
             _count(f"{label}(refused {refused['code']})")
             return fault_response(start_response, refused, label)
         filters = sorted(v for k, v in form if k.startswith("Filter.member"))
-        if label == "iam:GetAccountAuthorizationDetails" and filters and set(filters) <= {"User", "Role"}:
+        if label == "iam:GetAccountAuthorizationDetails" and filters and set(filters) <= {"User", "Role", "Group"}:
             return authorization_details(form, start_response, filters)
         _count(label)
         return self.moto(environ, start_response)

@@ -20,6 +20,7 @@ applies to a caller, if any.
 
 import datetime as dt
 import json
+import re
 import threading
 import urllib.parse
 import uuid
@@ -131,12 +132,19 @@ def _check_groups(groups):
             raise EksError(400, "InvalidParameterException", f"kubernetesGroup {g!r} cannot start with system:")
 
 
+# AWS tag keys and values (the EKS AccessEntry Tag and the AWS API Tag type): letters, digits and spaces as UTF-8
+# may hold them, and + - = . _ : / @; keys 1-128 characters, values at most 256; no aws: prefix. A comma, which
+# IAM allows in group and permission-set names, is refused.
+TAG_KEY = re.compile(r"^(?![aA][wW][sS]:)[\w\s.:/=+\-@]{1,128}$")
+TAG_VALUE = re.compile(r"^[\w\s.:/=+\-@]{0,256}$")
+
+
 def _check_tags(tags):
     if not isinstance(tags, dict) or len(tags) > 50:
         raise EksError(400, "InvalidParameterException", "tags must be a map of at most 50 tags")
     for k, v in tags.items():
-        if not (1 <= len(k) <= 128) or not isinstance(v, str) or len(v) > 256 or k.lower().startswith("aws:"):
-            raise EksError(400, "InvalidParameterException", f"invalid tag {k!r}")
+        if not isinstance(k, str) or not isinstance(v, str) or not TAG_KEY.match(k) or not TAG_VALUE.match(v):
+            raise EksError(400, "InvalidParameterException", f"invalid tag {k!r}={v!r}")
 
 
 def _entries(name):

@@ -654,9 +654,18 @@ def owned(cm, deployment="default"):
     return r if isinstance(r, list) else r["arns"]
 
 
-def ours(arn, username, groups=("system:masters",), deployment="default"):
-    """An entry as a deployment writes it: the grant and its mark."""
-    return {"userarn": arn, "username": username, "groups": list(groups), "eks-admin-sync": deployment}
+def ours(arn, username, groups=("system:masters",), deployment="default", source="tag:eks-cluster-admin"):
+    """An entry as a deployment writes it: the grant, its mark and the source that made it."""
+    row = {"userarn": arn, "username": username, "groups": list(groups), "eks-admin-sync": deployment}
+    if source:
+        row["eks-admin-sync-source"] = source
+    return row
+
+
+def force_payload(**extra):
+    """A manual full reconcile forced by a person now (`force` carries the time it was made)."""
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"action": "reconcile", "force": True, "forceAt": now, **extra}
 
 
 def no_ids(users):
