@@ -10,7 +10,7 @@ export EKS_SYNC_CACHE := $(CACHE)
 # cargo-lambda finds zig through `python -m ziglang`: the deploy venv must come first on PATH for sam build.
 DEPLOY_PATH := $(DEPLOY_VENV)/bin:$(PATH)
 
-.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test policy-test package demo bench lint fmt clean-cache
+.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test policy-test package demo bench lint fmt clean-cache mutants
 
 all: build
 
@@ -31,8 +31,14 @@ k8s:
 
 deps: venv k8s
 
+# Unit, property and scripted-API tests, and the simulation test (tests/sim: SIM_CASES histories, 2000 by default).
 unit:
 	cargo test --locked
+
+# The simulation test must catch each per-source restriction of the removal guard taken out (not in `make test`:
+# one rebuild per mutant).
+mutants:
+	python3 tests/sim/mutants.py
 
 e2e: deps build
 	$(PY) -m pytest -q tests/e2e

@@ -77,8 +77,9 @@ impl LandedChanges {
     }
 }
 
-/// Told of each change the moment it lands: `retired` for a retired `aws-auth` mapping.
-pub type OnLanding = Box<dyn Fn(&Change, bool) + Send + Sync>;
+/// Told of each change the moment it lands: whether it is a retired `aws-auth` mapping, and what the store
+/// has to say of it (a grant that landed incomplete).
+pub type OnLanding = Box<dyn Fn(&Change, bool, Option<&str>) + Send + Sync>;
 
 /// Where a store tells, call by call, what it wrote. Whatever fails after a write, or if the cluster's
 /// deadline drops the store's work half way, what landed is known and audited: the reconcile writes each
@@ -112,7 +113,15 @@ impl Landed {
     /// A change of the cluster's store landed.
     pub fn change(&self, c: Change) {
         if let Some(tell) = &self.on_landing {
-            tell(&c, false);
+            tell(&c, false, None);
+        }
+        self.with(|l| l.changes.push(c));
+    }
+
+    /// A change landed, but not as planned (the store says how): audited with the note as its reason.
+    pub fn change_noted(&self, c: Change, note: &str) {
+        if let Some(tell) = &self.on_landing {
+            tell(&c, false, Some(note));
         }
         self.with(|l| l.changes.push(c));
     }
@@ -120,7 +129,7 @@ impl Landed {
     /// A retired `aws-auth` mapping's removal landed.
     pub fn retired(&self, c: Change) {
         if let Some(tell) = &self.on_landing {
-            tell(&c, true);
+            tell(&c, true, None);
         }
         self.with(|l| l.retired.push(c));
     }

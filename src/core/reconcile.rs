@@ -455,7 +455,9 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                     records: Mutex::new(Vec::new()),
                 });
                 let tell = landing.clone();
-                let landed = Landed::notifying(Box::new(move |c, retired| tell.landed(c, retired)));
+                let landed = Landed::notifying(Box::new(move |c, retired, note| {
+                    tell.landed(c, retired, note)
+                }));
                 let (result, spent) = self
                     .apply_one(i, cluster, phase, run, &landing, &landed)
                     .await;
@@ -666,8 +668,9 @@ impl Landing {
         std::mem::take(&mut *Self::lock(&self.records))
     }
 
-    /// Writes the record of a change that just landed, as the plan being applied describes it.
-    fn landed(&self, c: &Change, retired: bool) {
+    /// Writes the record of a change that just landed, as the plan being applied describes it (with the
+    /// store's note as its reason, when it has one).
+    fn landed(&self, c: &Change, retired: bool, note: Option<&str>) {
         let c_ = &self.ctx;
         let ctx = audit::Context {
             time: &c_.time,
@@ -692,6 +695,13 @@ impl Landing {
                 let none = Plan::default();
                 audit::change_record(&ctx, plan.unwrap_or(&none), guard, c)
             }
+        };
+        let record = match note {
+            Some(n) => AuditRecord {
+                reason: Some(n.to_string()),
+                ..record
+            },
+            None => record,
         };
         self.lines.audit(&record);
         Self::lock(&self.records).push(record);

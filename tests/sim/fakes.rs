@@ -3,7 +3,9 @@
 //! Kubernetes API server's `aws-auth` endpoints (so the product's own kube client, merge patches and 409
 //! handling run), and IAM through the `IamSource` port.
 
-use crate::world::{ACCOUNT, ADMIN_POLICY, Cluster, ConfigMap, Entry, Fault, Iam, MODES, World, Write};
+use crate::world::{
+    ACCOUNT, ADMIN_POLICY, Cluster, ConfigMap, Entry, Fault, Iam, MODES, World, Write,
+};
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn,
 };
@@ -206,8 +208,12 @@ fn eks_route(method: &str, segs: &[String]) -> (&'static str, Vec<String>) {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (method, s.as_slice()) {
         ("GET", ["clusters", name]) => ("DescribeCluster", vec![name.to_string()]),
-        ("GET", ["clusters", name, "access-entries"]) => ("ListAccessEntries", vec![name.to_string()]),
-        ("POST", ["clusters", name, "access-entries"]) => ("CreateAccessEntry", vec![name.to_string()]),
+        ("GET", ["clusters", name, "access-entries"]) => {
+            ("ListAccessEntries", vec![name.to_string()])
+        }
+        ("POST", ["clusters", name, "access-entries"]) => {
+            ("CreateAccessEntry", vec![name.to_string()])
+        }
         ("GET", ["clusters", name, "access-entries", p]) => {
             ("DescribeAccessEntry", vec![name.to_string(), p.to_string()])
         }
@@ -217,13 +223,25 @@ fn eks_route(method: &str, segs: &[String]) -> (&'static str, Vec<String>) {
         ("DELETE", ["clusters", name, "access-entries", p]) => {
             ("DeleteAccessEntry", vec![name.to_string(), p.to_string()])
         }
-        ("POST", ["clusters", name, "access-entries", p, "access-policies"]) => {
-            ("AssociateAccessPolicy", vec![name.to_string(), p.to_string()])
-        }
-        ("GET", ["clusters", name, "access-entries", p, "access-policies"]) => {
-            ("ListAssociatedAccessPolicies", vec![name.to_string(), p.to_string()])
-        }
-        ("DELETE", ["clusters", name, "access-entries", p, "access-policies", pol]) => (
+        ("POST", ["clusters", name, "access-entries", p, "access-policies"]) => (
+            "AssociateAccessPolicy",
+            vec![name.to_string(), p.to_string()],
+        ),
+        ("GET", ["clusters", name, "access-entries", p, "access-policies"]) => (
+            "ListAssociatedAccessPolicies",
+            vec![name.to_string(), p.to_string()],
+        ),
+        (
+            "DELETE",
+            [
+                "clusters",
+                name,
+                "access-entries",
+                p,
+                "access-policies",
+                pol,
+            ],
+        ) => (
             "DisassociateAccessPolicy",
             vec![name.to_string(), p.to_string(), pol.to_string()],
         ),
@@ -251,9 +269,11 @@ async fn eks_answer(world: &Shared, method: &str, uri: &str, body: &Value) -> Ek
     }
     let mut w = lock(world);
     let w = &mut *w;
-    let Some(cluster) = args.first().and_then(|c| w.clusters.get(c).map(|_| c.clone())).or_else(|| {
-        (action == "TagResource").then(String::new)
-    }) else {
+    let Some(cluster) = args
+        .first()
+        .and_then(|c| w.clusters.get(c).map(|_| c.clone()))
+        .or_else(|| (action == "TagResource").then(String::new))
+    else {
         return err(404, "ResourceNotFoundException", "No cluster found");
     };
     if action == "DescribeCluster" {
@@ -322,10 +342,16 @@ async fn eks_answer(world: &Shared, method: &str, uri: &str, body: &Value) -> Ek
                         json!({"policyArn": arn, "accessScope": {"type": ty, "namespaces": ns}})
                     })
                     .collect();
-                ok(json!({"clusterName": cluster, "principalArn": principal, "associatedAccessPolicies": items}))
+                ok(
+                    json!({"clusterName": cluster, "principalArn": principal, "associatedAccessPolicies": items}),
+                )
             }
         },
-        _ => err(404, "ResourceNotFoundException", format!("no route {method} {uri}")),
+        _ => err(
+            404,
+            "ResourceNotFoundException",
+            format!("no route {method} {uri}"),
+        ),
     }
 }
 
@@ -373,18 +399,30 @@ fn list_entries(c: &Cluster, query: &[(String, String)]) -> EksAnswer {
 }
 
 fn tag_ok(k: &str, v: &str) -> bool {
-    let chars = |s: &str| s.chars().all(|c| c.is_alphanumeric() || " +-=._:/@".contains(c));
+    let chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_alphanumeric() || " +-=._:/@".contains(c))
+    };
     !k.is_empty() && k.len() <= 128 && v.len() <= 256 && chars(k) && chars(v)
 }
 
 fn check_tags(tags: &serde_json::Map<String, Value>) -> Option<EksAnswer> {
     tags.iter()
         .find(|(k, v)| !v.as_str().is_some_and(|v| tag_ok(k, v)))
-        .map(|(k, v)| err(400, "InvalidParameterException", format!("invalid tag {k}={v}")))
+        .map(|(k, v)| {
+            err(
+                400,
+                "InvalidParameterException",
+                format!("invalid tag {k}={v}"),
+            )
+        })
 }
 
 fn create_entry(w: &mut World, cluster: &str, body: &Value) -> EksAnswer {
-    let arn = body["principalArn"].as_str().unwrap_or_default().to_string();
+    let arn = body["principalArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if arn.contains("/aws-service-role/") {
         return err(
             400,
@@ -401,10 +439,18 @@ fn create_entry(w: &mut World, cluster: &str, body: &Value) -> EksAnswer {
     };
     let groups: Vec<String> = body["kubernetesGroups"]
         .as_array()
-        .map(|a| a.iter().filter_map(|g| g.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     if groups.iter().any(|g| g.starts_with("system:")) {
-        return err(400, "InvalidParameterException", "kubernetesGroup cannot start with system:");
+        return err(
+            400,
+            "InvalidParameterException",
+            "kubernetesGroup cannot start with system:",
+        );
     }
     let username = body["username"].as_str().unwrap_or(&arn).to_string();
     let lower = username.to_ascii_lowercase();
@@ -463,7 +509,11 @@ fn update_entry(w: &mut World, cluster: &str, principal: &str, body: &Value) -> 
             .filter_map(|g| g.as_str().map(str::to_string))
             .collect();
         if groups.iter().any(|g| g.starts_with("system:")) {
-            return err(400, "InvalidParameterException", "kubernetesGroup cannot start with system:");
+            return err(
+                400,
+                "InvalidParameterException",
+                "kubernetesGroup cannot start with system:",
+            );
         }
         e.groups = groups;
     }
@@ -480,14 +530,24 @@ fn update_entry(w: &mut World, cluster: &str, principal: &str, body: &Value) -> 
 
 fn associate(w: &mut World, cluster: &str, principal: &str, body: &Value) -> EksAnswer {
     let policy = body["policyArn"].as_str().unwrap_or_default().to_string();
-    if policy != ADMIN_POLICY && !policy.starts_with("arn:aws:eks::aws:cluster-access-policy/AmazonEKS") {
-        return err(400, "InvalidParameterException", format!("The policyArn {policy} is invalid."));
+    if policy != ADMIN_POLICY
+        && !policy.starts_with("arn:aws:eks::aws:cluster-access-policy/AmazonEKS")
+    {
+        return err(
+            400,
+            "InvalidParameterException",
+            format!("The policyArn {policy} is invalid."),
+        );
     }
     let scope = &body["accessScope"];
     let ty = scope["type"].as_str().unwrap_or_default().to_string();
     let ns: Vec<String> = scope["namespaces"]
         .as_array()
-        .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let c = w.clusters.get_mut(cluster).expect("checked");
     let Some(e) = c.entries.get_mut(principal) else {
@@ -526,7 +586,11 @@ fn tag_resource(w: &mut World, entry_arn: &str, body: &Value) -> EksAnswer {
             return ok(json!({}));
         }
     }
-    err(404, "NotFoundException", format!("resource {entry_arn} not found"))
+    err(
+        404,
+        "NotFoundException",
+        format!("resource {entry_arn} not found"),
+    )
 }
 
 // ---------------------------------------------------------------- Kubernetes
@@ -547,12 +611,20 @@ pub fn kube_client(world: Shared, cluster: String) -> kube::Client {
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let (status, out) =
-                kube_answer(&world, &cluster, parts.method.as_str(), parts.uri.path(), &bytes).await;
+            let (status, out) = kube_answer(
+                &world,
+                &cluster,
+                parts.method.as_str(),
+                parts.uri.path(),
+                &bytes,
+            )
+            .await;
             let resp = http::Response::builder()
                 .status(status)
                 .header("content-type", "application/json")
-                .body(http_body_util::Full::new(bytes::Bytes::from(out.to_string())))
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    out.to_string(),
+                )))
                 .unwrap_or_default();
             Ok::<_, std::convert::Infallible>(resp)
         }
@@ -657,7 +729,11 @@ async fn kube_answer(
         }
         ("POST", CMS_PATH) => {
             if c.aws_auth.is_some() {
-                return status(409, "AlreadyExists", "configmaps \"aws-auth\" already exists");
+                return status(
+                    409,
+                    "AlreadyExists",
+                    "configmaps \"aws-auth\" already exists",
+                );
             }
             let mut cm = ConfigMap {
                 rv: 1,

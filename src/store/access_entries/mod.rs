@@ -344,7 +344,7 @@ impl AccessEntryStore {
             Err(e) => (false, Err(e)),
         };
         let (done, result) = match c {
-            Change::Add(g) => whole(self.add(calls, g).await),
+            Change::Add(g) => whole(self.add(calls, g, landed).await),
             Change::Update { from, to } => self.update(calls, snapshot, from, to).await,
             Change::Remove(g) => whole(self.remove(calls, g).await),
         };
@@ -356,15 +356,23 @@ impl AccessEntryStore {
 
     /// Creates the entry and associates its policies; an entry whose policies could not be associated is
     /// taken back (in `API_AND_CONFIG_MAP` it would shadow the principal's `aws-auth` mapping and grant
-    /// nothing). Should taking it back fail too, the next run that reads it finds it without its policies
-    /// and repairs it.
-    async fn add(&self, calls: &Calls<'_>, g: &Grant) -> Result<bool, Stop> {
+    /// nothing). Should taking it back fail too, the entry stays: that write landed, so it is audited (a
+    /// grant with a note that it is incomplete), and the next run that reads it associates its policies.
+    async fn add(&self, calls: &Calls<'_>, g: &Grant, landed: &Landed) -> Result<bool, Stop> {
         calls.create(g).await?;
         let Err(e) = calls.associate_all(g, &[]).await else {
             return Ok(true);
         };
         if let Err(d) = calls.delete(&g.arn).await {
             tracing::error!(cluster = calls.cluster, principal = %g.arn, error = %d, "could not remove the incomplete access entry; the next run that reads it repairs it");
+            landed.change_noted(
+                Change::Add(g.clone()),
+                &format!(
+                    "incomplete: the access entry was created but its access policies could not be associated \
+                     ({e}), nor the entry taken back ({d}); it grants nothing until the next run that reads it \
+                     associates them (in API_AND_CONFIG_MAP it shadows the principal's aws-auth mapping until then)"
+                ),
+            );
         }
         Err(Stop::Fail(e))
     }
