@@ -310,13 +310,13 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Lose),
         1 => e.clone().prop_map(|env| Step::ForeignEvent { env }),
         4 => e.clone().prop_map(|env| Step::Scheduled { env }),
-        2 => Just(Step::Cli),
+        4 => Just(Step::Cli),
         1 => e.clone().prop_map(|env| Step::DryRun { env }),
         1 => (e.clone(), any::<bool>()).prop_map(|(env, stale)| Step::Force { env, stale }),
         2 => (e.clone(), 0u8..60).prop_map(|(env, second)| Step::WakeUp { env, second }),
         2 => (1u16..200).prop_map(|secs| Step::Advance { secs }),
-        1 => (0..CLUSTERS.len()).prop_map(|cluster| Step::ModeChange { cluster }),
-        1 => (0usize..2, 0..CLUSTERS.len()).prop_map(|(role, cluster)| Step::BecomeNodeRole { role, cluster }),
+        3 => (0..CLUSTERS.len()).prop_map(|cluster| Step::ModeChange { cluster }),
+        2 => (0usize..2, 0..CLUSTERS.len()).prop_map(|(role, cluster)| Step::BecomeNodeRole { role, cluster }),
         3 => (0usize..FAULTS.len(), 1u8..6).prop_map(|(kind, count)| Step::Fault { kind, count }),
         1 => (1usize..5).prop_map(|typo| Step::Typo { typo }),
         2 => Just(Step::FixTypo),
@@ -902,12 +902,23 @@ fn check_run(sim: &Sim, r: &Run) -> Result<(), String> {
             }
         }
     }
-    // Never-admins never hold a grant of ours.
+    // Never-admins never hold a grant of ours, and no run gives one to a role that signs a cluster's nodes
+    // in (whatever else happened on the cluster: a failed one included).
     for (c, (held, _)) in &after {
         if let Some(h) = held.iter().find(|h| h.who == who(Kind::Role, "fn")) {
             return Err(format!(
                 "cluster {c}: the function's own role holds a grant: {h:?}"
             ));
+        }
+        let before = &r.before[c].0;
+        let cluster = &w.clusters[c];
+        for h in held.iter().filter(|h| h.who.0 == Kind::Role) {
+            let new = !before.iter().any(|b| b.store == h.store && b.key == h.key);
+            if new && model::is_node_role(cluster, &h.who.1) {
+                return Err(format!(
+                    "cluster {c}: a role that signs its nodes in was granted: {h:?}"
+                ));
+            }
         }
     }
     let writes = &w.writes[r.writes_before..];

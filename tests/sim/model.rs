@@ -455,14 +455,14 @@ pub fn grant_of(w: &World, cluster: &str, held: &[Held], p: &Who) -> Granted {
     }
 }
 
-/// The record annotation's tag key, and the tag keys our entries were granted under.
+/// The record annotation's tag key, and the tag keys our entries were granted under. The annotation counts in
+/// every mode: a warm environment whose cache still says `API_AND_CONFIG_MAP` reads it on an `API` cluster.
 pub fn recorded_tag_keys(c: &Cluster) -> Vec<String> {
     let mut out = Vec::new();
-    if c.mode < 2
-        && let Some(text) = c
-            .aws_auth
-            .as_ref()
-            .and_then(|cm| cm.annotations.get("eks-admin-sync/owned-user-arns"))
+    if let Some(text) = c
+        .aws_auth
+        .as_ref()
+        .and_then(|cm| cm.annotations.get("eks-admin-sync/owned-user-arns"))
         && let Ok(v) = serde_json::from_str::<Value>(text)
         && let Some(k) = v["tagKey"].as_str()
     {
