@@ -487,7 +487,7 @@ fn admin_source(
             Err(Refused::Invalid(n)) => notes.push(format!("{kind} {}: {n}", p.name)),
         }
     }
-    verdict.source = other_source(p, settings);
+    verdict.source = other_source(p, settings, notes);
     verdict.expired &= verdict.source.is_none();
     verdict
 }
@@ -525,8 +525,9 @@ fn tag_source(
     None
 }
 
-/// A source by name: the permission set a role was made for, or an admin group a user is in.
-fn other_source(p: &Principal, settings: &Settings) -> Option<Source> {
+/// A source by name: the permission set a role was made for, or an admin group a user is in (under the
+/// admin-group member path).
+fn other_source(p: &Principal, settings: &Settings, notes: &mut Vec<String>) -> Option<Source> {
     // Names match exactly, as the SCP's group ARNs do (IAM compares ARNs case-sensitively in policies).
     if let Some(set) = p.permission_set()
         && let Some(named) = settings
@@ -540,8 +541,19 @@ fn other_source(p: &Principal, settings: &Settings) -> Option<Source> {
         let group = settings
             .iam_groups
             .iter()
-            .find(|g| p.groups.iter().any(|m| names_match(g, m)));
-        return group.map(|g| Source::IamGroup(g.clone()));
+            .find(|g| p.groups.iter().any(|m| names_match(g, m)))?;
+        // IAM conditions cannot see group membership: the policies protect members by their path, so only a
+        // member under that path is granted (the policy and the grant agree).
+        if !p.path().starts_with(&settings.group_member_path) {
+            notes.push(format!(
+                "user {}: in admin group {group} but not under {} (where the shipped policies protect admin-group \
+                 members from takeover); not an admin through the group: move it there with `aws iam update-user \
+                 --user-name {} --new-path {}`",
+                p.name, settings.group_member_path, p.name, settings.group_member_path
+            ));
+            return None;
+        }
+        return Some(Source::IamGroup(group.clone()));
     }
     None
 }
@@ -975,6 +987,7 @@ mod tests {
             "CLUSTER_NAMES" => Some("prod staging".into()),
             "ADMIN_PERMISSION_SETS" => Some("Platform_Admin".into()),
             "ADMIN_IAM_GROUPS" => Some("platform-admins".into()),
+            "ADMIN_GROUP_MEMBER_PATH" => Some("/".into()),
             "FUNCTION_ROLE_ARN" => Some("arn:aws:iam::123456789012:role/fn/eks-admin-sync".into()),
             _ => None,
         })
@@ -1065,6 +1078,53 @@ mod tests {
     }
 
     #[test]
+    fn only_admin_group_members_under_the_protected_path_are_admins() {
+        let s = Settings::from_lookup(|k| match k {
+            "CLUSTER_NAMES" => Some("prod".into()),
+            "ADMIN_IAM_GROUPS" => Some("platform-admins".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.group_member_path, "/eks-admins/");
+        let member = |name: &str, path: &str| Principal {
+            kind: PrincipalKind::User,
+            name: name.into(),
+            arn: format!("arn:aws:iam::123456789012:user{path}{name}"),
+            id: None,
+            tags: vec![],
+            groups: vec!["platform-admins".into()],
+        };
+        let d = desired_for_cluster(
+            &[
+                member("ann", "/eks-admins/"),
+                member("ben", "/eks-admins/oncall/"),
+                member("cat", "/"),
+                member("dan", "/eks-adminsx/"),
+            ],
+            &s,
+            "prod",
+            NOW,
+        );
+        let names: Vec<&str> = d.grants.iter().map(|g| g.username.as_str()).collect();
+        assert_eq!(names, ["ann", "ben"]);
+        let note = d.notes.iter().find(|n| n.contains("cat")).unwrap();
+        assert!(
+            note.contains("not under /eks-admins/") && note.contains("--new-path /eks-admins/"),
+            "{note}"
+        );
+        assert!(d.notes.iter().any(|n| n.contains("dan")));
+        // "/" lets every member in (documented: unprotected by the shipped policies).
+        for bad in ["eks-admins", "/eks admins/", "/a//b/", ""] {
+            let r = Settings::from_lookup(|k| match k {
+                "CLUSTER_NAMES" => Some("prod".into()),
+                "ADMIN_GROUP_MEMBER_PATH" => Some(bad.into()),
+                _ => None,
+            });
+            assert_eq!(r.is_err(), !bad.is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn tag_grants_expire() {
         let at = |secs: i64| {
             rfc3339(
@@ -1104,7 +1164,10 @@ mod tests {
             tagged("fay", Some(&later)),
             grouped,
         ];
-        let plain = s(&[("ADMIN_IAM_GROUPS", "platform-admins")]);
+        let plain = s(&[
+            ("ADMIN_IAM_GROUPS", "platform-admins"),
+            ("ADMIN_GROUP_MEMBER_PATH", "/"),
+        ]);
         let d = desired_for_cluster(&principals, &plain, "prod", NOW);
         let got: Vec<(&str, Option<&str>)> = d
             .grants

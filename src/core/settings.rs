@@ -18,6 +18,9 @@ pub const DEFAULT_USERNAME_TEMPLATE_ROLE: &str = "{{RoleName}}:{{SessionName}}";
 
 /// Where audit records go as events, unless `EVENT_BUS` says otherwise (empty: nowhere).
 pub const DEFAULT_EVENT_BUS: &str = "default";
+/// Where admin groups' members live unless `ADMIN_GROUP_MEMBER_PATH` says otherwise: the shipped policies deny
+/// taking over any user under it (keys, passwords, policies, rename, delete) to all but the platform.
+pub const DEFAULT_ADMIN_GROUP_MEMBER_PATH: &str = "/eks-admins/";
 /// The longest grant `MAX_GRANT_HOURS` may allow (a year).
 pub const MAX_GRANT_HOURS_LIMIT: u64 = 24 * 366;
 
@@ -115,6 +118,10 @@ pub struct Settings {
     pub permission_sets: Vec<String>,
     /// IAM groups whose members are admins (`ADMIN_IAM_GROUPS`).
     pub iam_groups: Vec<String>,
+    /// The IAM path an admin group's member must be under to be granted (`ADMIN_GROUP_MEMBER_PATH`, default
+    /// [`DEFAULT_ADMIN_GROUP_MEMBER_PATH`]): IAM conditions cannot see group membership, so the policies protect
+    /// members by this path instead. `/`: any path (members then unprotected by the shipped policies).
+    pub group_member_path: String,
     /// The function's own role name (from `FUNCTION_ROLE_ARN`): never an admin, whatever it carries.
     pub function_role: Option<String>,
     /// The AWS account the function serves (from `FUNCTION_ROLE_ARN`): events of another account are
@@ -298,6 +305,17 @@ impl Settings {
             128,
             "an IAM group name has 1-128 letters, digits or +=,.@_-",
         )?;
+        let group_member_path = non_empty(&get, "ADMIN_GROUP_MEMBER_PATH")
+            .unwrap_or_else(|| DEFAULT_ADMIN_GROUP_MEMBER_PATH.into());
+        if !valid_iam_path(&group_member_path) {
+            return Err(ConfigError::Invalid {
+                var: "ADMIN_GROUP_MEMBER_PATH",
+                value: group_member_path,
+                reason: "expected an IAM path: / or /name/…/ (1-512 characters, each segment of letters, digits or \
+                         +=,.@_-)"
+                    .into(),
+            });
+        }
         let (function_role, account) = match non_empty(&get, "FUNCTION_ROLE_ARN") {
             None => (None, None),
             Some(arn) => {
@@ -393,6 +411,7 @@ impl Settings {
             role_username_template,
             permission_sets,
             iam_groups,
+            group_member_path,
             function_role,
             account,
             expiry_tag_key,
@@ -489,6 +508,20 @@ pub fn parse_utc(v: &str) -> Option<jiff::Timestamp> {
     v.strip_suffix('Z')
         .filter(|_| v.len() >= 20 && v.as_bytes().get(10) == Some(&b'T'))
         .and_then(|_| v.parse::<jiff::Timestamp>().ok())
+}
+
+/// An IAM path: `/`, or `/a/b/` with segments of `[\w+=,.@-]` (IAM's own rule), at most 512 characters.
+pub fn valid_iam_path(p: &str) -> bool {
+    p.len() <= 512
+        && p.starts_with('/')
+        && p.ends_with('/')
+        && (p == "/"
+            || p[1..p.len() - 1].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+            }))
 }
 
 /// `true`/`false` in any case, as the tag contract and `DRY_RUN` use.

@@ -25,6 +25,11 @@ def user_arn(name):
     return f"arn:aws:iam::{ACCOUNT}:user/{name}"
 
 
+def member_arn(name):
+    """An admin group's member, under the path the policies protect (ADMIN_GROUP_MEMBER_PATH)."""
+    return f"arn:aws:iam::{ACCOUNT}:user/eks-admins/{name}"
+
+
 def can_admin(stack, cluster, creds):
     return stack.kubectl_as(cluster, creds, ["get", "all", "-A"]).returncode == 0
 
@@ -59,7 +64,7 @@ def test_1_a_deployment_granting_through_groups_only_revokes_a_member_whose_even
     env = {"ADMIN_IAM_GROUPS": "platform"}
     iam = stack.iam()
     iam.create_group(GroupName="platform")
-    people = {n: stack.create_user(n) for n in ("alice", "bob")}
+    people = {n: stack.create_user(n, path="/eks-admins/") for n in ("alice", "bob")}
     for n in people:
         iam.add_user_to_group(GroupName="platform", UserName=n)
     rc, report, err = stack.run_reconcile(extra=env)
@@ -71,7 +76,7 @@ def test_1_a_deployment_granting_through_groups_only_revokes_a_member_whose_even
     assert rc == 0, err
     for c in CLUSTERS:
         r = cluster_report(report, c)
-        assert r["status"] == "ok" and r["removed"] == [user_arn("bob")], r
+        assert r["status"] == "ok" and r["removed"] == [member_arn("bob")], r
     assert not can_admin(stack, "prod", people["bob"])
     assert can_admin(stack, "prod", people["alice"])
     [revoke] = [r for r in audit_records(err) if r["cluster"] == "prod"]
@@ -83,7 +88,7 @@ def test_2_an_empty_break_glass_group_holds_back_no_expiry(stack):
     iam = stack.iam()
     iam.create_group(GroupName="platform")
     iam.create_group(GroupName="break-glass")  # empty on purpose
-    stack.create_user("carol")
+    stack.create_user("carol", path="/eks-admins/")
     iam.add_user_to_group(GroupName="platform", UserName="carol")
     until = at(4)
     alice = stack.create_user("alice", {TAG: "true", EXPIRES: until})

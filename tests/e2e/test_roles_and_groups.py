@@ -235,8 +235,9 @@ def test_group_members_are_admins_on_the_membership_events(st):
     env = {"ADMIN_IAM_GROUPS": "platform-admins"}
     iam = st.iam()
     iam.create_group(GroupName="platform-admins")
-    dave = st.create_user("dave")
-    dave_arn = f"arn:aws:iam::{ACCOUNT}:user/dave"
+    # Admin-group members live under the path the policies protect (ADMIN_GROUP_MEMBER_PATH).
+    dave = st.create_user("dave", path="/eks-admins/")
+    dave_arn = f"arn:aws:iam::{ACCOUNT}:user/eks-admins/dave"
     iam.add_user_to_group(GroupName="platform-admins", UserName="dave")
     st.reset_calls()
     rc, report, err = st.handle_event("add-user-to-group.json", env)
@@ -263,7 +264,7 @@ def test_group_members_are_admins_on_the_membership_events(st):
 def test_a_typo_in_admin_iam_groups_removes_nothing_and_names_the_rule(st):
     iam = st.iam()
     iam.create_group(GroupName="platform-admins")
-    dave = st.create_user("dave")
+    dave = st.create_user("dave", path="/eks-admins/")
     iam.add_user_to_group(GroupName="platform-admins", UserName="dave")
     # Someone carries the tag, so the tag source is not empty: only the group rule can hold the removal.
     st.create_user("tagged", TAG)
@@ -281,14 +282,14 @@ def test_a_typo_in_admin_iam_groups_removes_nothing_and_names_the_rule(st):
     assert "source-yields-nobody" in err
     assert {m["Cluster"]: m["Guarded"] for m in metric_lines(err)} == {c: 1 for c in MODES}
     guards = [r for r in audit_records(err) if r["action"] == "guard"]
-    assert {(r["principal"], r["principalKind"]) for r in guards} == {(f"arn:aws:iam::{ACCOUNT}:user/dave", "user")}
+    assert {(r["principal"], r["principalKind"]) for r in guards} == {(f"arn:aws:iam::{ACCOUNT}:user/eks-admins/dave", "user")}
 
 
 def test_renaming_an_admin_group_is_a_full_reconcile(st):
     env = {"ADMIN_IAM_GROUPS": "platform-admins"}
     iam = st.iam()
     iam.create_group(GroupName="platform-admins")
-    dave = st.create_user("dave")
+    dave = st.create_user("dave", path="/eks-admins/")
     iam.add_user_to_group(GroupName="platform-admins", UserName="dave")
     st.create_user("tagged", TAG)
     rc, _, err = st.run_reconcile(extra=env)

@@ -77,6 +77,7 @@ fn config(typo: Typo) -> Config {
         groups: vec![group.into(), "break-glass".into()],
         function_role: "fn".into(),
         max_removals: MAX_REMOVALS,
+        member_path: "/team/".into(),
     }
 }
 
@@ -91,6 +92,7 @@ fn settings(cfg: &Config) -> Settings {
             "ADMIN_IAM_GROUPS" => groups.clone(),
             "MAX_REMOVALS" => MAX_REMOVALS.to_string(),
             "FUNCTION_ROLE_ARN" => format!("arn:aws:iam::{ACCOUNT}:role/fn"),
+            "ADMIN_GROUP_MEMBER_PATH" => cfg.member_path.clone(),
             "EVENT_BUS" => String::new(),
             _ => return None,
         })

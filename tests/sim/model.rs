@@ -15,6 +15,8 @@ pub struct Config {
     pub groups: Vec<String>,
     pub function_role: String,
     pub max_removals: usize,
+    /// Only an admin group's members under this path are admins (the path the policies protect).
+    pub member_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -158,7 +160,9 @@ pub fn admin(
                 Ok(e) => return (Some((Src::Tag(cfg.tag_key.clone()), e)), false),
                 Err(x) => x,
             };
-            if let Some(g) = cfg.groups.iter().find(|g| u.groups.contains(*g)) {
+            if let Some(g) = cfg.groups.iter().find(|g| u.groups.contains(*g))
+                && u.path.starts_with(&cfg.member_path)
+            {
                 return (Some((Src::Group(g.clone()), None)), false);
             }
             (None, expired)
