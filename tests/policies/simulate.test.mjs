@@ -5,12 +5,16 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { runSimulation } from '@cloud-copilot/iam-simulate'
 import { parse as parseYaml } from './cfn-yaml.mjs'
 
 const repo = new URL('../../', import.meta.url)
 const load = (p) => JSON.parse(readFileSync(new URL(p, repo), 'utf8'))
+// POLICIES_DIR runs the same cases against other policy files (say, an earlier version's, to show which
+// attacks they allowed); a file missing there is simply not attached.
+const POLICIES = process.env.POLICIES_DIR ? `file://${process.env.POLICIES_DIR.replace(/\/?$/, '/')}` : new URL('infra/policies/', repo)
+const policy = (name) => existsSync(new URL(name, POLICIES)) ? [{ name, policy: JSON.parse(readFileSync(new URL(name, POLICIES), 'utf8')) }] : []
 
 const ACCOUNT = '111122223333'
 const TAG = 'eks-cluster-admin'
@@ -41,6 +45,13 @@ const MARKED = { 'aws:ResourceTag/eks-admin-sync': 'default' }
 const BOB = `arn:aws:iam::${ACCOUNT}:user/bob` // does not
 const ADMIN_GROUP = `arn:aws:iam::${ACCOUNT}:group/eks-cluster-admins`
 const INVOKER = `arn:aws:iam::${ACCOUNT}:role/eks-admin-sync-expiry-invoker`
+// Issue 24: an admin group's member lives under the path the policies protect (ADMIN_GROUP_MEMBER_PATH).
+const MEMBER = `arn:aws:iam::${ACCOUNT}:user/eks-admins/dave`
+const TAGGED_ROLE = `arn:aws:iam::${ACCOUNT}:role/team/ops` // carries the tag
+const SAML = `arn:aws:iam::${ACCOUNT}:saml-provider/AWSSSO_0123456789abcdef_DO_NOT_DELETE`
+const STACK = `arn:aws:cloudformation:us-east-1:${ACCOUNT}:stack/eks-admin-sync/0aa1b2c3-d4e5-f6a7-b8c9-d0e1f2a3b4c5`
+const OTHER_STACK = `arn:aws:cloudformation:us-east-1:${ACCOUNT}:stack/anything/0aa1b2c3-d4e5-f6a7-b8c9-d0e1f2a3b4c5`
+const CSC = `arn:aws:lambda:us-east-1:${ACCOUNT}:code-signing-config:csc-0123456789abcdef0`
 const SCHEDULE_ARN = `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule/eks-admin-sync/mine`
 
 const adminAccess = { name: 'AdministratorAccess', policy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: '*', Resource: '*' }] } }
@@ -51,14 +62,15 @@ const scps = [
     orgIdentifier: ACCOUNT,
     policies: [
       fullAccessScp,
-      { name: 'protect-admin-tag', policy: load('infra/policies/scp-protect-admin-tag.json') },
-      { name: 'protect-function', policy: load('infra/policies/scp-protect-function.json') }
+      ...policy('scp-protect-admin-tag.json'),
+      ...policy('scp-protect-function.json'),
+      ...policy('scp-protect-trusted-principals.json')
     ]
   }
 ]
-const boundary = [{ name: 'eks-admin-sync-boundary', policy: load('infra/policies/permission-boundary.json') }]
+const boundary = policy('permission-boundary.json')
 
-async function decide({ principal, action, resource, context = {}, withBoundary = false, resourcePolicy }) {
+async function decide({ principal, action, resource, context = {}, withBoundary = false, noScps = false, resourcePolicy }) {
   const simulation = {
     request: {
       principal,
@@ -67,7 +79,7 @@ async function decide({ principal, action, resource, context = {}, withBoundary 
       contextVariables: { 'aws:PrincipalArn': principal, 'aws:PrincipalAccount': principal.split(':')[4] ?? ACCOUNT, ...context }
     },
     identityPolicies: principal.includes(':role/') || principal.includes(':user/') ? [adminAccess] : [],
-    serviceControlPolicies: principal.includes(':role/') || principal.includes(':user/') ? scps : [],
+    serviceControlPolicies: !noScps && (principal.includes(':role/') || principal.includes(':user/')) ? scps : [],
     resourceControlPolicies: [],
     permissionBoundaryPolicies: withBoundary ? boundary : undefined,
     resourcePolicy
@@ -156,7 +168,61 @@ const attacks = [
   ['move or delete the expiry wake-up', { action: 'scheduler:UpdateSchedule', resource: `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule/eks-admin-sync/eks-admin-sync-default-expiry` }],
   ['delete the schedule group', { action: 'scheduler:DeleteScheduleGroup', resource: `arn:aws:scheduler:us-east-1:${ACCOUNT}:schedule-group/eks-admin-sync` }],
   ['pass the invoker role to a schedule of one\'s own', { action: 'iam:PassRole', resource: INVOKER, context: { 'iam:PassedToService': 'scheduler.amazonaws.com' } }],
-  ['widen the invoker role', { action: 'iam:PutRolePolicy', resource: INVOKER }]
+  ['widen the invoker role', { action: 'iam:PutRolePolicy', resource: INVOKER }],
+  // Issue 24, 1: a member of an admin group carries no tag; IAM has no condition on group membership, so
+  // members live under the admin path (the function grants no member elsewhere), which is what is protected.
+  ['access key for an admin group\'s member', { action: 'iam:CreateAccessKey', resource: MEMBER }],
+  ['console password for an admin group\'s member', { action: 'iam:CreateLoginProfile', resource: MEMBER }],
+  ['policy on an admin group\'s member', { action: 'iam:AttachUserPolicy', resource: MEMBER }],
+  ['rename an admin group\'s member away (rename swap)', { action: 'iam:UpdateUser', resource: MEMBER }],
+  ['delete an admin group\'s member (then re-create the name)', { action: 'iam:DeleteUser', resource: MEMBER }],
+  ['create a user on the admin path', { action: 'iam:CreateUser', resource: `arn:aws:iam::${ACCOUNT}:user/eks-admins/mallory`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  // 2: Identity Center's roles and its SAML provider.
+  ['create a role named like an Identity Center role', { action: 'iam:CreateRole', resource: `arn:aws:iam::${ACCOUNT}:role/AWSReservedSSO_Admin_0123456789abcdef`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  ['create such a role under another path', { action: 'iam:CreateRole', resource: `arn:aws:iam::${ACCOUNT}:role/team/AWSReservedSSO_Admin_0123456789abcdef`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  ['replace the IdP metadata of Identity Center\'s SAML provider', { action: 'iam:UpdateSAMLProvider', resource: SAML }],
+  ['delete Identity Center\'s SAML provider (and re-create it)', { action: 'iam:DeleteSAMLProvider', resource: SAML }],
+  ['create a SAML provider under Identity Center\'s name', { action: 'iam:CreateSAMLProvider', resource: SAML }],
+  // 3: a tagged role's credentials through a service: passing it (AddRoleToInstanceProfile needs iam:PassRole
+  // on the role too: IAM API reference, AddRoleToInstanceProfile).
+  ['pass a tagged role to an instance or task', { action: 'iam:PassRole', resource: TAGGED_ROLE, context: { ...tagged, 'iam:PassedToService': 'ec2.amazonaws.com' } }],
+  ['add a tagged role to an instance profile (its PassRole)', { action: 'iam:PassRole', resource: TAGGED_ROLE, context: tagged }],
+  // 4: the exempt principals themselves.
+  ['rewrite the platform role\'s trust policy', { action: 'iam:UpdateAssumeRolePolicy', resource: PLATFORM }],
+  ['attach a policy to the platform role', { action: 'iam:AttachRolePolicy', resource: PLATFORM }],
+  ['delete the platform role (then re-create it)', { action: 'iam:DeleteRole', resource: PLATFORM }],
+  ['rewrite the deployer\'s trust policy', { action: 'iam:UpdateAssumeRolePolicy', resource: DEPLOYER }],
+  ['widen the deployer', { action: 'iam:PutRolePolicy', resource: DEPLOYER }],
+  ['loosen the deployer\'s boundary', { action: 'iam:PutRolePermissionsBoundary', resource: DEPLOYER, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } }],
+  ['pass the deployer to CloudFormation', { action: 'iam:PassRole', resource: DEPLOYER, context: { 'iam:PassedToService': 'cloudformation.amazonaws.com' } }],
+  ['update the stack (other parameters or code)', { action: 'cloudformation:UpdateStack', resource: STACK }],
+  ['update any stack as the deployer', { action: 'cloudformation:UpdateStack', resource: OTHER_STACK, context: { 'cloudformation:RoleArn': DEPLOYER } }],
+  ['a change set as the deployer', { action: 'cloudformation:CreateChangeSet', resource: OTHER_STACK, context: { 'cloudformation:RoleArn': DEPLOYER } }],
+  ['delete the stack', { action: 'cloudformation:DeleteStack', resource: STACK }],
+  // 6: the function's code-signing settings, protected like its code.
+  ['detach the function\'s code-signing configuration', { action: 'lambda:DeleteFunctionCodeSigningConfig', resource: FUNCTION }],
+  ['let other publishers sign (update the configuration)', { action: 'lambda:UpdateCodeSigningConfig', resource: CSC, context: { 'aws:ResourceTag/eks-admin-sync': 'code-signing' } }]
+]
+
+// Issue 24, 5: the boundary binds whoever carries it. What it denies on principals that do NOT carry it (the
+// delegated-administrator pattern): changes of their policies, through iam:PermissionsBoundary, which IAM puts
+// in the request of exactly these actions (Service Authorization Reference for IAM: Attach/Detach/Put/Delete
+// User/RolePolicy take it; UpdateAssumeRolePolicy and DeleteRole do not, see below).
+const UNBOUNDED_USER = `arn:aws:iam::${ACCOUNT}:user/ci`
+const UNBOUNDED_ROLE = `arn:aws:iam::${ACCOUNT}:role/Deploy`
+const throughUnbounded = [
+  ['attach a policy to a user without the boundary', { action: 'iam:AttachUserPolicy', resource: UNBOUNDED_USER }],
+  ['inline policy on a user without the boundary', { action: 'iam:PutUserPolicy', resource: UNBOUNDED_USER }],
+  ['attach a policy to a role without the boundary', { action: 'iam:AttachRolePolicy', resource: UNBOUNDED_ROLE }],
+  ['inline policy on a role without the boundary', { action: 'iam:PutRolePolicy', resource: UNBOUNDED_ROLE }]
+]
+// A trust policy rewritten (then the role assumed, outside the boundary) or a role deleted and its name made
+// again (a row of someone else's naming it then lets the maker in): IAM gives neither request an
+// iam:PermissionsBoundary key (Service Authorization Reference for IAM), so the boundary cannot tell a role
+// that carries it from one that does not, and denies both on every role. The requests below carry no such key.
+const trustOrExistence = [
+  ['rewrite the trust of a role (and assume it)', { action: 'iam:UpdateAssumeRolePolicy', resource: UNBOUNDED_ROLE }],
+  ['delete a role (then make its name again)', { action: 'iam:DeleteRole', resource: UNBOUNDED_ROLE }]
 ]
 
 for (const [what, req] of attacks) {
@@ -165,6 +231,68 @@ for (const [what, req] of attacks) {
   })
   test(`denied to a delegated admin with the boundary: ${what}`, async () => {
     assert.equal(await decide({ principal: DELEGATED, withBoundary: true, ...req }), 'ExplicitlyDenied')
+  })
+}
+
+test('nobody creates a role under Identity Center\'s path (IAM reserves /aws-reserved/ for AWS, and the policies deny it too)', async () => {
+  const req = { action: 'iam:CreateRole', resource: `arn:aws:iam::${ACCOUNT}:role/aws-reserved/sso.amazonaws.com/Admin`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } }
+  for (const [principal, withBoundary] of [[ACCOUNT_ADMIN, false], [DELEGATED, true], [PLATFORM, false]]) {
+    assert.notEqual(await decide({ principal, withBoundary, ...req }), 'Allowed', principal)
+  }
+})
+
+for (const [what, req] of throughUnbounded) {
+  test(`denied to a delegated admin by the boundary alone: ${what}`, async () => {
+    assert.equal(await decide({ principal: DELEGATED, withBoundary: true, noScps: true, ...req }), 'ExplicitlyDenied')
+  })
+}
+
+test('the same changes on principals that carry the boundary stay the delegated admin\'s work', async () => {
+  for (const [, req] of throughUnbounded) {
+    const context = { ...(req.context || {}), 'iam:PermissionsBoundary': BOUNDARY_ARN }
+    assert.equal(await decide({ principal: DELEGATED, withBoundary: true, ...req, context }), 'Allowed', req.action)
+  }
+})
+
+for (const [what, req] of trustOrExistence) {
+  test(`denied to a delegated admin by the boundary alone, whatever the role carries: ${what}`, async () => {
+    assert.equal(await decide({ principal: DELEGATED, withBoundary: true, noScps: true, ...req }), 'ExplicitlyDenied')
+  })
+}
+
+// What the boundary cannot do alone: no IAM condition key tells whether the target of CreateAccessKey,
+// CreateLoginProfile or PassRole carries a boundary (Service Authorization Reference for IAM: these actions
+// take none), so a delegated admin can take over an existing principal without it. The boundary alone allows
+// that (asserted here, as the truth); the SCPs then bind whatever that principal does, since they bind every
+// principal of the account: the stolen identity cannot set the admin tag, join an admin group, or change the
+// function either.
+test('the boundary alone cannot keep a delegated admin out of a principal without it; the SCPs bind that principal', async () => {
+  assert.equal(await decide({ principal: DELEGATED, withBoundary: true, noScps: true, action: 'iam:CreateAccessKey', resource: UNBOUNDED_USER }), 'Allowed')
+  assert.equal(await decide({ principal: DELEGATED, withBoundary: true, noScps: true, action: 'iam:PassRole', resource: UNBOUNDED_ROLE }), 'Allowed')
+  for (const [, req] of attacks.filter(([w]) => /admin tag|admin group|function\'s code|tagged user/.test(w))) {
+    assert.equal(await decide({ principal: UNBOUNDED_USER, ...req }), 'ExplicitlyDenied', req.action)
+  }
+})
+
+// IAM Identity Center makes its roles and keeps its SAML provider in a member account through its
+// service-linked role AWSServiceRoleForSSO (IAM Identity Center User Guide, "Using service-linked roles"), and
+// service control policies do not affect service-linked roles (AWS Organizations User Guide, "Service control
+// policies": tasks and entities not restricted by SCPs). So the SCPs deny these requests to every other
+// principal, the platform included, and Identity Center still does them. Both halves asserted: the same request
+// as an ordinary principal is denied by the SCPs; the service-linked role, evaluated as AWS evaluates it (no SCP;
+// it carries no boundary), is allowed. The permission-set roles it makes under /aws-reserved/ are not a case
+// here: this evaluator refuses every change under that path whoever asks (it models IAM's reservation, not the
+// service-linked role), so that half rests on the same documentation; our statements name no exemption a
+// service-linked role would need.
+const SSO_SERVICE = `arn:aws:iam::${ACCOUNT}:role/aws-service-role/sso.amazonaws.com/AWSServiceRoleForSSO`
+const identityCenterWork = [
+  ['renew its SAML provider\'s metadata', { action: 'iam:UpdateSAMLProvider', resource: SAML }],
+  ['delete its SAML provider', { action: 'iam:DeleteSAMLProvider', resource: SAML }]
+]
+for (const [what, req] of identityCenterWork) {
+  test(`Identity Center alone may ${what}`, async () => {
+    assert.equal(await decide({ principal: PLATFORM, ...req }), 'ExplicitlyDenied', 'the platform, bound by the SCPs')
+    assert.equal(await decide({ principal: SSO_SERVICE, noScps: true, ...req }), 'Allowed', 'the service-linked role')
   })
 }
 
@@ -204,7 +332,19 @@ const allowed = [
   [PLATFORM, 'take an entry over (remove the marks)', { action: 'eks:UntagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], ...MARKED } }],
   [PLATFORM_SSO, 'restore a stripped mark', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['eks-admin-sync'], 'aws:RequestTag/eks-admin-sync': 'default' } }],
   [ACCOUNT_ADMIN, 'tag an access entry with its own tags', { action: 'eks:TagResource', resource: ENTRY, context: { 'aws:TagKeys': ['team'], 'aws:RequestTag/team': 'data' } }],
-  [ACCOUNT_ADMIN, 'manage entries that are not the function\'s', { action: 'eks:UpdateAccessEntry', resource: ENTRY }]
+  [ACCOUNT_ADMIN, 'manage entries that are not the function\'s', { action: 'eks:UpdateAccessEntry', resource: ENTRY }],
+  // Issue 24: the platform places and keeps admin-group members, passes the deployer, runs the stack.
+  [PLATFORM, 'create a member on the admin path', { action: 'iam:CreateUser', resource: MEMBER }],
+  [PLATFORM_SSO, 'give a member an access key', { action: 'iam:CreateAccessKey', resource: MEMBER }],
+  [PLATFORM, 'pass the deployer to CloudFormation', { action: 'iam:PassRole', resource: DEPLOYER, context: { 'iam:PassedToService': 'cloudformation.amazonaws.com' } }],
+  [PLATFORM, 'deploy the stack with the deployer', { action: 'cloudformation:UpdateStack', resource: STACK, context: { 'cloudformation:RoleArn': DEPLOYER } }],
+  [PLATFORM, 'maintain the deployer', { action: 'iam:PutRolePolicy', resource: DEPLOYER }],
+  [PLATFORM, 'pass a tagged role (a CI role the platform made admin)', { action: 'iam:PassRole', resource: TAGGED_ROLE, context: tagged }],
+  [DEPLOYER, 'attach the code-signing configuration (CloudFormation as the deployer)', { action: 'lambda:PutFunctionCodeSigningConfig', resource: FUNCTION }],
+  [ACCOUNT_ADMIN, 'pass an ordinary role', { action: 'iam:PassRole', resource: `arn:aws:iam::${ACCOUNT}:role/app`, context: { 'iam:PassedToService': 'ec2.amazonaws.com' } }],
+  [ACCOUNT_ADMIN, 'run another stack', { action: 'cloudformation:UpdateStack', resource: OTHER_STACK }],
+  [ACCOUNT_ADMIN, 'give an ordinary user an access key', { action: 'iam:CreateAccessKey', resource: `arn:aws:iam::${ACCOUNT}:user/newhire` }],
+  [ACCOUNT_ADMIN, 'create an ordinary role', { action: 'iam:CreateRole', resource: `arn:aws:iam::${ACCOUNT}:role/app`, context: { 'iam:PermissionsBoundary': BOUNDARY_ARN } }]
 ]
 for (const [principal, what, req] of allowed) {
   test(`still allowed: ${principal.split('/').pop()} may ${what}`, async () => {
