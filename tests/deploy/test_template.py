@@ -92,7 +92,8 @@ def test_template_facts():
                         "DEPLOYMENT_ID", "MAX_REMOVALS", "CLUSTER_TIMEOUT_SECONDS", "ACCESS_STORE", "ACCESS_POLICIES",
                         "USERNAME_TEMPLATE_ROLE", "ADMIN_PERMISSION_SETS", "ADMIN_IAM_GROUPS", "FUNCTION_ROLE_ARN",
                         "ADMIN_EXPIRY_TAG_KEY", "MAX_GRANT_HOURS", "EVENT_BUS", "EXPIRY_SCHEDULE_GROUP",
-                        "EXPIRY_SCHEDULE_NAME", "EXPIRY_SCHEDULE_ROLE_ARN", "EXPIRY_SCHEDULE_TARGET_ARN"}
+                        "EXPIRY_SCHEDULE_NAME", "EXPIRY_SCHEDULE_ROLE_ARN", "EXPIRY_SCHEDULE_TARGET_ARN",
+                        "ADMIN_GROUP_MEMBER_PATH"}
     assert env["FUNCTION_ROLE_ARN"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
     # The cluster deadline fits inside the function's timeout, with the function's safety margin.
     assert t["Parameters"]["ClusterTimeoutSeconds"]["Default"] + 3 < props["Timeout"]
@@ -115,6 +116,10 @@ def test_template_facts():
     statements = []
     for pol in t["Resources"]["FunctionRole"]["Properties"]["Policies"]:
         statements += pol["PolicyDocument"]["Statement"]
+    # With a customer-managed key, one more policy (a resource of its own, under the condition).
+    key_policy = t["Resources"]["FunctionKeyPolicy"]
+    assert key_policy["Condition"] == "HasKmsKey" and key_policy["Properties"]["RoleName"] == {"Ref": "FunctionRole"}
+    statements += key_policy["Properties"]["PolicyDocument"]["Statement"]
     describe = [s for s in statements if s["Action"] == "eks:DescribeCluster"]
     actions = set()
     for s in statements:
@@ -127,7 +132,10 @@ def test_template_facts():
     assert actions == {"iam:GetUser", "iam:GetRole", "iam:ListGroupsForUser", "iam:GetAccountAuthorizationDetails",
                        "eks:DescribeCluster", "events:PutEvents", "scheduler:GetSchedule", "scheduler:CreateSchedule",
                        "scheduler:UpdateSchedule", "scheduler:DeleteSchedule", "iam:PassRole",
-                       "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"} | EKS_ACCESS_ACTIONS
+                       "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage", "kms:Decrypt",
+                       "kms:GenerateDataKey"} | EKS_ACCESS_ACTIONS
+    [kms] = [s for s in statements if s["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]]
+    assert kms["Resource"] == {"Ref": "KmsKeyArn"}
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.
     eks = [s for s in statements if any(a.startswith("eks:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
@@ -169,6 +177,53 @@ def test_template_facts():
     assert passrole[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
 
 
+def test_the_stack_keeps_its_audit_trail_and_always_tells_someone():
+    """Issue 24, 6: what a regulated platform team expects of the stack itself."""
+    t = load(TEMPLATES[0])
+    res, params = t["Resources"], t["Parameters"]
+    # The log group holds the audit trail (the system of record): kept on delete and on replacement, a year.
+    log = res["LogGroup"]
+    assert log["DeletionPolicy"] == "Retain" and log["UpdateReplacePolicy"] == "Retain"
+    assert params["LogRetentionDays"]["Default"] == 365
+    # Every alarm notifies a topic: the given one, or the stack's own with the e-mail subscribed; a deployment
+    # with neither is refused by the template's rule.
+    alarms = [r["Properties"] for r in res.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == 4
+    for a in alarms:
+        assert a["AlarmActions"] == [{"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AlarmTopic"}]}]
+    assert res["AlarmTopic"]["Condition"] == "MakesAlarmTopic"
+    assert res["AlarmSubscription"]["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    [assertion] = t["Rules"]["AlarmsNotifySomeone"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Or": [{"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
+                                              {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}]}
+    # Code signing, when profiles are given: unsigned or otherwise signed code is refused (Enforce); the
+    # configuration is tagged so that the SCP and the boundary protect it.
+    csc = res["CodeSigningConfig"]
+    assert csc["Condition"] == "SignsCode"
+    assert csc["Properties"]["CodeSigningPolicies"] == {"UntrustedArtifactOnDeployment": "Enforce"}
+    assert {"Key": "eks-admin-sync", "Value": "code-signing"} in csc["Properties"]["Tags"]
+    fn = res["Function"]["Properties"]
+    assert fn["CodeSigningConfigArn"] == {"Fn::If": ["SignsCode", {"Ref": "CodeSigningConfig"}, {"Ref": "AWS::NoValue"}]}
+    # One customer-managed key, when given, for the log group, the dead letters, the environment, the alarm topic.
+    key = {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+    assert log["Properties"]["KmsKeyId"] == key
+    assert res["DeadLetterQueue"]["Properties"]["KmsMasterKeyId"] == key
+    assert res["DeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] == {"Fn::If": ["HasKmsKey", {"Ref": "AWS::NoValue"}, True]}
+    assert fn["KmsKeyArn"] == key
+    # The alarm topic: the customer-managed key or none, never the AWS managed alias/aws/sns, whose fixed key
+    # policy does not let CloudWatch publish (Amazon SNS Developer Guide, encrypted topics and AWS event sources).
+    assert res["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == key
+    assert "alias/aws/sns" not in json.dumps(t)
+    # The admin groups' members are granted only under the path the policies protect.
+    assert params["AdminGroupMemberPath"]["Default"] == "/eks-admins/"
+    for path in ["/", "/eks-admins/", "/a/b/"]:
+        assert re.fullmatch(params["AdminGroupMemberPath"]["AllowedPattern"], path), path
+    for path in ["eks-admins", "/eks admins/", "//"]:
+        assert not re.fullmatch(params["AdminGroupMemberPath"]["AllowedPattern"], path), path
+    with open(os.path.join(REPO, "infra", "policies", "scp-protect-admin-tag.json")) as f:
+        assert "user/eks-admins/*" in f.read(), "the SCP protects the template's default path"
+
+
 def test_dashboard_shows_what_the_function_emits():
     """The dashboard body is valid JSON once substituted, and every metric it shows is one the code emits."""
     t = load(TEMPLATES[0])
@@ -201,7 +256,7 @@ def test_function_role_queue_and_names_are_locked_down():
     fn, role, queue = res["Function"]["Properties"], res["FunctionRole"]["Properties"], res["DeadLetterQueue"]["Properties"]
     assert fn["FunctionName"] == {"Ref": "AWS::StackName"}
     assert role["RoleName"] == {"Fn::Sub": "${AWS::StackName}-function"}
-    assert queue["QueueName"] == {"Fn::Sub": "${AWS::StackName}-dead-letters"} and queue["SqsManagedSseEnabled"] is True
+    assert queue["QueueName"] == {"Fn::Sub": "${AWS::StackName}-dead-letters"} and queue["SqsManagedSseEnabled"] == {"Fn::If": ["HasKmsKey", {"Ref": "AWS::NoValue"}, True]}
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
@@ -276,7 +331,9 @@ def aws():
 
 def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     # moto joins a CommaDelimitedList parameter's default character by character: every list is given here.
-    params = {"ClusterNames": "prod,staging", "AccessPolicyNames": "AmazonEKSClusterAdminPolicy"}
+    # The alarms must notify someone (the template's rule AlarmsNotifySomeone): the stack's own topic, here.
+    params = {"ClusterNames": "prod,staging", "AccessPolicyNames": "AmazonEKSClusterAdminPolicy",
+              "AlarmEmail": "platform@example.com"}
     sam = load(TEMPLATES[0])
     s3 = aws("s3")
     s3.create_bucket(Bucket="artifacts")
