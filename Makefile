@@ -35,8 +35,8 @@ deps: venv k8s
 unit:
 	cargo test --locked
 
-# The simulation test must catch each per-source restriction of the removal guard taken out (not in `make test`:
-# one rebuild per mutant).
+# The simulation test must catch each fix listed in tests/sim/mutants.py taken out (the removal guard's per-source
+# restrictions, node roles, the wake-up, audit, the admin-group member path); not in `make test`: one rebuild each.
 mutants:
 	python3 tests/sim/mutants.py
 

@@ -397,7 +397,12 @@ impl Sim {
                 name.to_string(),
                 User {
                     id,
-                    path: if i == 1 { "/team/".into() } else { "/".into() },
+                    // bob and carol start under ADMIN_GROUP_MEMBER_PATH (groups grant them), the others at /.
+                    path: if i == 1 || i == 2 {
+                        "/team/".into()
+                    } else {
+                        "/".into()
+                    },
                     tags: BTreeMap::new(),
                     groups: BTreeSet::new(),
                 },

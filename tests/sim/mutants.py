@@ -62,6 +62,10 @@ MUTANTS = [
     ("src/core/reconcile.rs", "a landed write's record is not kept",
      "Self::lock(&self.records).push(record);",
      "let _ = record;"),
+    # Issue 24: the policies protect admin-group members by their path; the function must agree.
+    ("src/core/grants.rs", "an admin group's member is granted whatever its path",
+     "if !p.path().starts_with(&settings.group_member_path) {",
+     "if false {"),
 ]
 
 
