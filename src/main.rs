@@ -26,7 +26,8 @@ use std::time::{Duration, SystemTime};
 #[command(
     name = "eks-admin-sync",
     version,
-    about = "Keeps EKS cluster-admin access (EKS access entries or kube-system/aws-auth, by each cluster's authentication mode) in sync with IAM: tagged users and roles, IAM Identity Center permission sets, IAM groups.\n\nConfiguration comes from the environment (CLUSTER_NAMES, ADMIN_TAG_KEY, ADMIN_EXPIRY_TAG_KEY, MAX_GRANT_HOURS, ADMIN_PERMISSION_SETS, ADMIN_IAM_GROUPS, ADMIN_GROUPS, USERNAME_TEMPLATE, USERNAME_TEMPLATE_ROLE, ACCESS_STORE, ACCESS_POLICIES, DRY_RUN, MAX_REMOVALS, CLUSTER_TIMEOUT_SECONDS, DEPLOYMENT_ID, EVENT_BUS, FUNCTION_ROLE_ARN) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead."
+    about = "Keeps EKS cluster-admin access (EKS access entries or kube-system/aws-auth, by each cluster's authentication mode) in sync with IAM: tagged users and roles, IAM Identity Center permission sets, IAM groups.\n\nConfiguration comes from the environment (listed below) and the standard AWS SDK settings. Run inside Lambda (AWS_LAMBDA_RUNTIME_API set) it serves invocations instead.",
+    after_long_help = eks_admin_sync::core::settings::help_text()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -245,9 +246,14 @@ fn build_app(aws: &Aws, settings: Settings) -> App {
 }
 
 fn init_tracing(json: bool) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+    use eks_admin_sync::core::settings::{LOG_LEVEL, Unset};
+    let default = match LOG_LEVEL.unset {
+        Unset::Default(level) => level,
+        _ => "info",
+    };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env(LOG_LEVEL.var)
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Whatever LOG_LEVEL says, aws-sigv4 stays at warn: at debug it logs canonical requests, and for the EKS
     // token those hold the session token.
     if let Ok(cap) = "aws_sigv4=warn".parse() {

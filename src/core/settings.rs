@@ -2,7 +2,6 @@
 //!
 //! Parsing is pure: [`Settings::from_lookup`] takes a lookup function so tests need no process env.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Tag key that marks an IAM user as cluster admin, unless `ADMIN_TAG_KEY` says otherwise.
@@ -79,16 +78,318 @@ const ROLE_TEMPLATE_PLACEHOLDERS: [&str; 4] = [
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error(
-        "CLUSTER_NAMES is empty: set it to the space-separated names of the EKS clusters to manage"
-    )]
-    NoClusters,
+    #[error("{var} is empty: set it to {meaning}")]
+    Missing {
+        var: &'static str,
+        meaning: &'static str,
+    },
     #[error("{var}={value:?} is not valid: {reason}")]
     Invalid {
         var: &'static str,
         value: String,
         reason: String,
     },
+}
+
+/// What an unset (or blank) variable means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unset {
+    /// A run cannot go on without it.
+    Required,
+    /// This text, parsed and checked like a given value.
+    Default(&'static str),
+    /// Unset: this text; set but blank: a value in itself, parsed too (`EVENT_BUS=""` is off).
+    DefaultUnlessBlank(&'static str),
+    /// No value: the setting is off, or the template sets it (the text says which, empty for plain off).
+    Absent(&'static str),
+    /// Made from other settings; the text says how (Markdown, as the README shows it).
+    Derived(&'static str),
+}
+
+/// One environment variable, declared once: its name, what unset means, what it means, and how its text
+/// becomes a value (with the reason an operator reads when it cannot).
+pub struct Setting<T> {
+    pub var: &'static str,
+    pub unset: Unset,
+    pub meaning: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+/// A setting as documentation sees it, whatever its value type (the table behind `--help` and the README).
+pub trait Declared: Sync {
+    fn var(&self) -> &'static str;
+    fn unset(&self) -> Unset;
+    fn meaning(&self) -> &'static str;
+}
+
+impl<T> Declared for Setting<T> {
+    fn var(&self) -> &'static str {
+        self.var
+    }
+    fn unset(&self) -> Unset {
+        self.unset
+    }
+    fn meaning(&self) -> &'static str {
+        self.meaning
+    }
+}
+
+impl Unset {
+    /// The default as the README's Configuration table writes it.
+    pub fn markdown(self) -> String {
+        match self {
+            Unset::Required => "(required)".into(),
+            Unset::Default(t) | Unset::DefaultUnlessBlank(t) => format!("`{t}`"),
+            Unset::Absent("") => "(none)".into(),
+            Unset::Absent(why) => format!("(none; {why})"),
+            Unset::Derived(how) => how.into(),
+        }
+    }
+}
+
+impl<T> Setting<T> {
+    /// The variable's value: parsed from its text, or from the default when unset; `None` only for a setting
+    /// without a value when unset ([`Unset::Absent`], [`Unset::Derived`]).
+    pub fn read(&self, get: &dyn Fn(&str) -> Option<String>) -> Result<Option<T>, ConfigError> {
+        let given = get(self.var).map(|v| v.trim().to_string());
+        let text = match (given, self.unset) {
+            (Some(v), Unset::DefaultUnlessBlank(_)) => v,
+            (Some(v), _) if !v.is_empty() => v,
+            (_, Unset::Required) => {
+                return Err(ConfigError::Missing {
+                    var: self.var,
+                    meaning: self.meaning,
+                });
+            }
+            (_, Unset::Default(d) | Unset::DefaultUnlessBlank(d)) => d.to_string(),
+            (_, Unset::Absent(_) | Unset::Derived(_)) => return Ok(None),
+        };
+        (self.parse)(&text)
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid {
+                var: self.var,
+                value: text,
+                reason,
+            })
+    }
+
+    /// The value of a setting that always has one (required, or with a default).
+    pub fn value(&self, get: &dyn Fn(&str) -> Option<String>) -> Result<T, ConfigError> {
+        self.read(get)?.ok_or(ConfigError::Missing {
+            var: self.var,
+            meaning: self.meaning,
+        })
+    }
+}
+
+/// Every setting the function reads, in the order `--help` and the README list them.
+pub static SETTINGS: [&dyn Declared; 23] = [
+    &CLUSTER_NAMES,
+    &ADMIN_TAG_KEY,
+    &ADMIN_EXPIRY_TAG_KEY,
+    &MAX_GRANT_HOURS,
+    &EVENT_BUS,
+    &EXPIRY_SCHEDULE_GROUP,
+    &EXPIRY_SCHEDULE_NAME,
+    &EXPIRY_SCHEDULE_ROLE_ARN,
+    &EXPIRY_SCHEDULE_TARGET_ARN,
+    &ADMIN_GROUPS,
+    &USERNAME_TEMPLATE,
+    &USERNAME_TEMPLATE_ROLE,
+    &ADMIN_PERMISSION_SETS,
+    &ADMIN_IAM_GROUPS,
+    &ADMIN_GROUP_MEMBER_PATH,
+    &FUNCTION_ROLE_ARN,
+    &ACCESS_STORE,
+    &ACCESS_POLICIES,
+    &DRY_RUN,
+    &DEPLOYMENT_ID,
+    &MAX_REMOVALS,
+    &CLUSTER_TIMEOUT_SECONDS,
+    &LOG_LEVEL,
+];
+
+pub static CLUSTER_NAMES: Setting<Vec<String>> = Setting {
+    var: "CLUSTER_NAMES",
+    unset: Unset::Required,
+    meaning: "the space-separated names of the EKS clusters to manage",
+    parse: parse_clusters,
+};
+pub static ADMIN_TAG_KEY: Setting<String> = Setting {
+    var: "ADMIN_TAG_KEY",
+    unset: Unset::Default(DEFAULT_TAG_KEY),
+    meaning: "the IAM tag key that grants admin (on users and roles)",
+    parse: parse_tag_key,
+};
+pub static ADMIN_EXPIRY_TAG_KEY: Setting<String> = Setting {
+    var: "ADMIN_EXPIRY_TAG_KEY",
+    unset: Unset::Derived("`ADMIN_TAG_KEY` + `-expires`"),
+    meaning: "the IAM tag key holding when a tag grant expires (an RFC 3339 UTC time), other than ADMIN_TAG_KEY",
+    parse: parse_tag_key,
+};
+pub static MAX_GRANT_HOURS: Setting<Duration> = Setting {
+    var: "MAX_GRANT_HOURS",
+    unset: Unset::Absent(""),
+    meaning: "when set (1-8784), every tag grant must expire within this many hours",
+    parse: parse_max_grant,
+};
+pub static EVENT_BUS: Setting<Option<String>> = Setting {
+    var: "EVENT_BUS",
+    unset: Unset::DefaultUnlessBlank(DEFAULT_EVENT_BUS),
+    meaning: "the EventBridge bus (name or ARN) every audit record is put on as an event; empty: none",
+    parse: parse_event_bus,
+};
+pub static EXPIRY_SCHEDULE_GROUP: Setting<String> = expiry_schedule_var(
+    "EXPIRY_SCHEDULE_GROUP",
+    "the expiry wake-up's EventBridge Scheduler schedule group (all four EXPIRY_SCHEDULE_ variables or none)",
+);
+pub static EXPIRY_SCHEDULE_NAME: Setting<String> = expiry_schedule_var(
+    "EXPIRY_SCHEDULE_NAME",
+    "the expiry wake-up's one-time schedule",
+);
+pub static EXPIRY_SCHEDULE_ROLE_ARN: Setting<String> = expiry_schedule_var(
+    "EXPIRY_SCHEDULE_ROLE_ARN",
+    "the role EventBridge Scheduler invokes the function with",
+);
+pub static EXPIRY_SCHEDULE_TARGET_ARN: Setting<String> = expiry_schedule_var(
+    "EXPIRY_SCHEDULE_TARGET_ARN",
+    "the function's ARN, which the wake-up invokes",
+);
+pub static ADMIN_GROUPS: Setting<Vec<String>> = Setting {
+    var: "ADMIN_GROUPS",
+    unset: Unset::Default(DEFAULT_GROUPS),
+    meaning: "the space-separated Kubernetes groups of an admin",
+    parse: parse_k8s_groups,
+};
+pub static USERNAME_TEMPLATE: Setting<String> = Setting {
+    var: "USERNAME_TEMPLATE",
+    unset: Unset::Default(DEFAULT_USERNAME_TEMPLATE),
+    meaning: "the Kubernetes username of a user's grant; placeholders {{UserName}}, {{AccountID}}",
+    parse: |t| check_template(t, &TEMPLATE_PLACEHOLDERS).map(|()| t.to_string()),
+};
+pub static USERNAME_TEMPLATE_ROLE: Setting<String> = Setting {
+    var: "USERNAME_TEMPLATE_ROLE",
+    unset: Unset::Default(DEFAULT_USERNAME_TEMPLATE_ROLE),
+    meaning: "the Kubernetes username of a role's grant; {{RoleName}}, {{AccountID}}, and EKS's own {{SessionName}}, \
+              {{SessionNameRaw}}",
+    parse: |t| check_template(t, &ROLE_TEMPLATE_PLACEHOLDERS).map(|()| t.to_string()),
+};
+pub static ADMIN_PERMISSION_SETS: Setting<Vec<String>> = Setting {
+    var: "ADMIN_PERMISSION_SETS",
+    unset: Unset::Absent(""),
+    meaning: "the space-separated IAM Identity Center permission-set names whose roles in this account are admins",
+    parse: |t| {
+        iam_names(
+            t,
+            32,
+            "a permission-set name has 1-32 letters, digits or +=,.@_-",
+        )
+    },
+};
+pub static ADMIN_IAM_GROUPS: Setting<Vec<String>> = Setting {
+    var: "ADMIN_IAM_GROUPS",
+    unset: Unset::Absent(""),
+    meaning: "the space-separated IAM group names whose members are admins",
+    parse: |t| {
+        iam_names(
+            t,
+            128,
+            "an IAM group name has 1-128 letters, digits or +=,.@_-",
+        )
+    },
+};
+pub static ADMIN_GROUP_MEMBER_PATH: Setting<String> = Setting {
+    var: "ADMIN_GROUP_MEMBER_PATH",
+    unset: Unset::Default(DEFAULT_ADMIN_GROUP_MEMBER_PATH),
+    meaning: "the IAM path an admin group's member must be under to be granted; /: any path, unprotected by the \
+              shipped policies",
+    parse: parse_member_path,
+};
+pub static FUNCTION_ROLE_ARN: Setting<(String, String)> = Setting {
+    var: "FUNCTION_ROLE_ARN",
+    unset: Unset::Absent("the template sets it"),
+    meaning: "the function's own role: never made an admin; its account is the function's",
+    parse: parse_function_role,
+};
+pub static ACCESS_STORE: Setting<AccessStore> = Setting {
+    var: "ACCESS_STORE",
+    unset: Unset::Default("auto"),
+    meaning: "auto (by each cluster's authentication mode), aws-auth or access-entries",
+    parse: parse_access_store,
+};
+pub static ACCESS_POLICIES: Setting<Vec<AccessPolicy>> = Setting {
+    var: "ACCESS_POLICIES",
+    unset: Unset::Default(DEFAULT_ACCESS_POLICIES),
+    meaning: "the comma-separated EKS access policies of an access-entry grant, each cluster-scoped unless followed \
+              by =ns1 ns2",
+    parse: parse_access_policies,
+};
+pub static DRY_RUN: Setting<bool> = Setting {
+    var: "DRY_RUN",
+    unset: Unset::Default("false"),
+    meaning: "true: plan and report, never write",
+    parse: |t| parse_bool(t).ok_or_else(|| "expected true or false".into()),
+};
+pub static DEPLOYMENT_ID: Setting<String> = Setting {
+    var: "DEPLOYMENT_ID",
+    unset: Unset::Default(DEFAULT_DEPLOYMENT_ID),
+    meaning: "names this deployment's marks and ownership records",
+    parse: |t| {
+        valid_deployment_id(t).then(|| t.to_string()).ok_or_else(|| {
+            "expected 1-40 lowercase letters, digits or '-', starting with a letter and not ending with '-'".into()
+        })
+    },
+};
+pub static MAX_REMOVALS: Setting<Option<usize>> = Setting {
+    var: "MAX_REMOVALS",
+    unset: Unset::Default("10"),
+    meaning: "removals one full reconcile may make per cluster before the guard refuses them; 0: no cap",
+    parse: |t| match t.parse::<usize>() {
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err("expected a whole number (0: no cap)".into()),
+    },
+};
+pub static CLUSTER_TIMEOUT_SECONDS: Setting<Duration> = Setting {
+    var: "CLUSTER_TIMEOUT_SECONDS",
+    unset: Unset::Default("20"),
+    meaning: "the longest one cluster may take (its read and its write), 1-900 seconds",
+    parse: |t| match t.parse::<u64>() {
+        Ok(n @ 1..=900) => Ok(Duration::from_secs(n)),
+        _ => Err("expected whole seconds from 1 to 900".into()),
+    },
+};
+/// Read by the log set-up (a `tracing` filter), declared here so that it is listed with the others.
+pub static LOG_LEVEL: Setting<String> = Setting {
+    var: "LOG_LEVEL",
+    unset: Unset::Default("info"),
+    meaning: "error, warn, info, debug (tracing filter syntax)",
+    parse: |t| Ok(t.to_string()),
+};
+
+/// One of the four variables of the expiry wake-up.
+const fn expiry_schedule_var(var: &'static str, meaning: &'static str) -> Setting<String> {
+    Setting {
+        var,
+        unset: Unset::Absent("the template sets it"),
+        meaning,
+        parse: |t| Ok(t.to_string()),
+    }
+}
+
+/// `--help`'s list of settings: each variable, its default and its meaning.
+pub fn help_text() -> String {
+    let mut out =
+        String::from("Settings (environment variables, the same for the Lambda and the CLI):\n");
+    for s in SETTINGS {
+        let unset = s.unset().markdown().replace('`', "");
+        out.push_str(&format!(
+            "  {} [default: {unset}]\n      {}\n",
+            s.var(),
+            s.meaning()
+        ));
+    }
+    out
 }
 
 /// Everything the function needs to know besides AWS credentials and endpoints.
@@ -154,20 +455,23 @@ pub struct ExpirySchedule {
 
 impl ExpirySchedule {
     /// All four variables, or none (a partial set is a mistake worth a clear error).
-    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
-        const VARS: [&str; 4] = [
-            "EXPIRY_SCHEDULE_GROUP",
-            "EXPIRY_SCHEDULE_NAME",
-            "EXPIRY_SCHEDULE_ROLE_ARN",
-            "EXPIRY_SCHEDULE_TARGET_ARN",
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let vars = [
+            &EXPIRY_SCHEDULE_GROUP,
+            &EXPIRY_SCHEDULE_NAME,
+            &EXPIRY_SCHEDULE_ROLE_ARN,
+            &EXPIRY_SCHEDULE_TARGET_ARN,
         ];
-        let vals: Vec<Option<String>> = VARS.iter().map(|v| non_empty(get, v)).collect();
+        let mut vals = Vec::with_capacity(vars.len());
+        for v in vars {
+            vals.push(v.read(get)?);
+        }
         if vals.iter().all(Option::is_none) {
             return Ok(None);
         }
         if let Some(i) = vals.iter().position(Option::is_none) {
             return Err(ConfigError::Invalid {
-                var: VARS[i],
+                var: vars[i].var,
                 value: String::new(),
                 reason: "the expiry wake-up needs all of EXPIRY_SCHEDULE_GROUP, _NAME, _ROLE_ARN and _TARGET_ARN (or none)".into(),
             });
@@ -189,235 +493,34 @@ impl Settings {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Reads settings through `get`, which returns a variable's value if it is set.
+    /// Reads settings through `get`, which returns a variable's value if it is set: each as declared in
+    /// [`SETTINGS`], then the rules that tie two of them together.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut seen = BTreeSet::new();
-        let clusters: Vec<String> = get("CLUSTER_NAMES")
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter(|c| seen.insert(c.to_string()))
-            .map(str::to_string)
-            .collect();
-        if clusters.is_empty() {
-            return Err(ConfigError::NoClusters);
-        }
-        for c in &clusters {
-            if !valid_cluster_name(c) {
-                return Err(ConfigError::Invalid {
-                    var: "CLUSTER_NAMES",
-                    value: c.clone(),
-                    reason: "an EKS cluster name has 1-100 letters, digits, '-' or '_' and starts with a letter or digit".into(),
-                });
-            }
-        }
-
-        let tag_key = non_empty(&get, "ADMIN_TAG_KEY").unwrap_or_else(|| DEFAULT_TAG_KEY.into());
-        if tag_key.len() > 128 {
-            return Err(ConfigError::Invalid {
-                var: "ADMIN_TAG_KEY",
-                value: tag_key,
-                reason: "IAM tag keys have at most 128 characters".into(),
-            });
-        }
-
-        let expiry_tag_key =
-            non_empty(&get, "ADMIN_EXPIRY_TAG_KEY").unwrap_or_else(|| format!("{tag_key}-expires"));
-        if expiry_tag_key.len() > 128 || expiry_tag_key.eq_ignore_ascii_case(&tag_key) {
-            return Err(ConfigError::Invalid {
-                var: "ADMIN_EXPIRY_TAG_KEY",
-                value: expiry_tag_key,
-                reason: "expected an IAM tag key (at most 128 characters) other than ADMIN_TAG_KEY"
-                    .into(),
-            });
-        }
-        let max_grant = match non_empty(&get, "MAX_GRANT_HOURS") {
-            None => None,
-            Some(v) => match v.parse::<u64>() {
-                Ok(h @ 1..=MAX_GRANT_HOURS_LIMIT) => Some(Duration::from_secs(h * 3600)),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "MAX_GRANT_HOURS",
-                        value: v,
-                        reason: format!(
-                            "expected whole hours from 1 to {MAX_GRANT_HOURS_LIMIT}, or unset for no limit"
-                        ),
-                    });
-                }
-            },
-        };
-
-        // Unset: the default bus; set but empty: off (so `non_empty` does not apply).
-        let event_bus = match get("EVENT_BUS") {
-            None => Some(DEFAULT_EVENT_BUS.to_string()),
-            Some(v) if v.trim().is_empty() => None,
-            Some(v) => {
-                let v = v.trim().to_string();
-                let ok = v.len() <= 1600
-                    && (v.starts_with("arn:")
-                        || v.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)));
-                if !ok {
-                    return Err(ConfigError::Invalid {
-                        var: "EVENT_BUS",
-                        value: v,
-                        reason: "expected an event bus name or ARN (empty: do not publish)".into(),
-                    });
-                }
-                Some(v)
-            }
-        };
-
-        let expiry_schedule = ExpirySchedule::from_lookup(&get)?;
-
-        let groups_raw = non_empty(&get, "ADMIN_GROUPS").unwrap_or_else(|| DEFAULT_GROUPS.into());
-        let groups: Vec<String> = groups_raw.split_whitespace().map(str::to_string).collect();
-        if groups.is_empty() {
-            return Err(ConfigError::Invalid {
-                var: "ADMIN_GROUPS",
-                value: groups_raw,
-                reason: "at least one Kubernetes group is needed".into(),
-            });
-        }
-
-        let username_template = non_empty(&get, "USERNAME_TEMPLATE")
-            .unwrap_or_else(|| DEFAULT_USERNAME_TEMPLATE.into());
-        check_template(
-            "USERNAME_TEMPLATE",
-            &username_template,
-            &TEMPLATE_PLACEHOLDERS,
-        )?;
-        let role_username_template = non_empty(&get, "USERNAME_TEMPLATE_ROLE")
-            .unwrap_or_else(|| DEFAULT_USERNAME_TEMPLATE_ROLE.into());
-        check_template(
-            "USERNAME_TEMPLATE_ROLE",
-            &role_username_template,
-            &ROLE_TEMPLATE_PLACEHOLDERS,
-        )?;
-        let permission_sets = names(
-            &get,
-            "ADMIN_PERMISSION_SETS",
-            32,
-            "a permission-set name has 1-32 letters, digits or +=,.@_-",
-        )?;
-        let iam_groups = names(
-            &get,
-            "ADMIN_IAM_GROUPS",
-            128,
-            "an IAM group name has 1-128 letters, digits or +=,.@_-",
-        )?;
-        let group_member_path = non_empty(&get, "ADMIN_GROUP_MEMBER_PATH")
-            .unwrap_or_else(|| DEFAULT_ADMIN_GROUP_MEMBER_PATH.into());
-        if !valid_iam_path(&group_member_path) {
-            return Err(ConfigError::Invalid {
-                var: "ADMIN_GROUP_MEMBER_PATH",
-                value: group_member_path,
-                reason: "expected an IAM path: / or /name/…/ (1-512 characters, each segment of letters, digits or \
-                         +=,.@_-)"
-                    .into(),
-            });
-        }
-        let (function_role, account) = match non_empty(&get, "FUNCTION_ROLE_ARN") {
-            None => (None, None),
-            Some(arn) => {
-                let (account, _, name) =
-                    crate::core::grants::parse_role_arn(&arn).ok_or_else(|| {
-                        ConfigError::Invalid {
-                            var: "FUNCTION_ROLE_ARN",
-                            value: arn.clone(),
-                            reason:
-                                "expected an IAM role ARN (arn:aws:iam::ACCOUNT:role/PATH/NAME)"
-                                    .into(),
-                        }
-                    })?;
-                (Some(name.to_string()), Some(account.to_string()))
-            }
-        };
-
-        let dry_run = match non_empty(&get, "DRY_RUN") {
-            None => false,
-            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
-                var: "DRY_RUN",
-                value: v.clone(),
-                reason: "expected true or false".into(),
-            })?,
-        };
-
-        let max_removals = match non_empty(&get, "MAX_REMOVALS") {
-            None => Some(DEFAULT_MAX_REMOVALS),
-            Some(v) => match v.parse::<usize>() {
-                Ok(0) => None,
-                Ok(n) => Some(n),
-                Err(_) => {
-                    return Err(ConfigError::Invalid {
-                        var: "MAX_REMOVALS",
-                        value: v,
-                        reason: "expected a whole number (0: no cap)".into(),
-                    });
-                }
-            },
-        };
-
-        let cluster_timeout = match non_empty(&get, "CLUSTER_TIMEOUT_SECONDS") {
-            None => DEFAULT_CLUSTER_TIMEOUT,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n @ 1..=900) => Duration::from_secs(n),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "CLUSTER_TIMEOUT_SECONDS",
-                        value: v,
-                        reason: "expected whole seconds from 1 to 900".into(),
-                    });
-                }
-            },
-        };
-
-        let deployment_id =
-            non_empty(&get, "DEPLOYMENT_ID").unwrap_or_else(|| DEFAULT_DEPLOYMENT_ID.into());
-        if !valid_deployment_id(&deployment_id) {
-            return Err(ConfigError::Invalid {
-                var: "DEPLOYMENT_ID",
-                value: deployment_id,
-                reason: "expected 1-40 lowercase letters, digits or '-', starting with a letter and not ending with '-'".into(),
-            });
-        }
-
-        let access_store = match non_empty(&get, "ACCESS_STORE").as_deref() {
-            None | Some("auto") => AccessStore::Auto,
-            Some("aws-auth") => AccessStore::AwsAuth,
-            Some("access-entries") => AccessStore::AccessEntries,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    var: "ACCESS_STORE",
-                    value: other.into(),
-                    reason: "expected auto, aws-auth or access-entries".into(),
-                });
-            }
-        };
-        let access_policies = parse_access_policies(
-            &non_empty(&get, "ACCESS_POLICIES").unwrap_or_else(|| DEFAULT_ACCESS_POLICIES.into()),
-        )?;
-
+        let get: &dyn Fn(&str) -> Option<String> = &get;
+        let tag_key = ADMIN_TAG_KEY.value(get)?;
+        let expiry_tag_key = expiry_tag_key(get, &tag_key)?;
+        let (function_role, account) = FUNCTION_ROLE_ARN.read(get)?.unzip();
         Ok(Settings {
-            access_store,
-            access_policies,
-            clusters,
+            clusters: CLUSTER_NAMES.value(get)?,
             tag_key,
-            groups,
-            username_template,
-            dry_run,
-            max_removals,
-            cluster_timeout,
-            deployment_id,
-            role_username_template,
-            permission_sets,
-            iam_groups,
-            group_member_path,
+            expiry_tag_key,
+            max_grant: MAX_GRANT_HOURS.read(get)?,
+            event_bus: EVENT_BUS.value(get)?,
+            expiry_schedule: ExpirySchedule::read(get)?,
+            groups: ADMIN_GROUPS.value(get)?,
+            username_template: USERNAME_TEMPLATE.value(get)?,
+            role_username_template: USERNAME_TEMPLATE_ROLE.value(get)?,
+            permission_sets: ADMIN_PERMISSION_SETS.read(get)?.unwrap_or_default(),
+            iam_groups: ADMIN_IAM_GROUPS.read(get)?.unwrap_or_default(),
+            group_member_path: ADMIN_GROUP_MEMBER_PATH.value(get)?,
             function_role,
             account,
-            expiry_tag_key,
-            max_grant,
-            event_bus,
-            expiry_schedule,
+            dry_run: DRY_RUN.value(get)?,
+            max_removals: MAX_REMOVALS.value(get)?,
+            cluster_timeout: CLUSTER_TIMEOUT_SECONDS.value(get)?,
+            deployment_id: DEPLOYMENT_ID.value(get)?,
+            access_store: ACCESS_STORE.value(get)?,
+            access_policies: ACCESS_POLICIES.value(get)?,
         })
     }
 
@@ -426,15 +529,117 @@ impl Settings {
     }
 }
 
+/// `ADMIN_EXPIRY_TAG_KEY`, or the admin tag key + `-expires`; never the admin tag key itself (IAM tag keys
+/// are case-insensitive).
+fn expiry_tag_key(
+    get: &dyn Fn(&str) -> Option<String>,
+    tag_key: &str,
+) -> Result<String, ConfigError> {
+    let key = ADMIN_EXPIRY_TAG_KEY
+        .read(get)?
+        .unwrap_or_else(|| format!("{tag_key}-expires"));
+    let too_long = parse_tag_key(&key).err();
+    if let Some(reason) = too_long {
+        return Err(ConfigError::Invalid {
+            var: ADMIN_EXPIRY_TAG_KEY.var,
+            value: key,
+            reason: format!(
+                "{reason} (made from ADMIN_TAG_KEY + -expires: set ADMIN_EXPIRY_TAG_KEY)"
+            ),
+        });
+    }
+    if key.eq_ignore_ascii_case(tag_key) {
+        return Err(ConfigError::Invalid {
+            var: ADMIN_EXPIRY_TAG_KEY.var,
+            value: key,
+            reason:
+                "expected an IAM tag key other than ADMIN_TAG_KEY (IAM tag keys ignore letter case)"
+                    .into(),
+        });
+    }
+    Ok(key)
+}
+
+fn parse_clusters(text: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in text.split_whitespace() {
+        if !valid_cluster_name(c) {
+            return Err(format!(
+                "{c:?}: an EKS cluster name has 1-100 letters, digits, '-' or '_' and starts with a letter or digit \
+                 (separate names with spaces)"
+            ));
+        }
+        if !out.iter().any(|o| o == c) {
+            out.push(c.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn parse_tag_key(text: &str) -> Result<String, String> {
+    if text.chars().count() > 128 {
+        return Err("IAM tag keys have at most 128 characters".into());
+    }
+    Ok(text.to_string())
+}
+
+fn parse_max_grant(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(h @ 1..=MAX_GRANT_HOURS_LIMIT) => Ok(Duration::from_secs(h * 3600)),
+        _ => Err(format!(
+            "expected whole hours from 1 to {MAX_GRANT_HOURS_LIMIT}, or unset for no limit"
+        )),
+    }
+}
+
+fn parse_event_bus(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let ok = text.len() <= 1600
+        && (text.starts_with("arn:")
+            || text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)));
+    ok.then(|| Some(text.to_string()))
+        .ok_or_else(|| "expected an event bus name or ARN (empty: do not publish)".into())
+}
+
+fn parse_k8s_groups(text: &str) -> Result<Vec<String>, String> {
+    let groups: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    if groups.is_empty() {
+        return Err("at least one Kubernetes group is needed".into());
+    }
+    Ok(groups)
+}
+
+fn parse_member_path(text: &str) -> Result<String, String> {
+    valid_iam_path(text).then(|| text.to_string()).ok_or_else(|| {
+        "expected an IAM path: / or /name/…/ (1-512 characters, each segment of letters, digits or +=,.@_-)"
+            .into()
+    })
+}
+
+/// The function's role name and account, from its ARN.
+fn parse_function_role(text: &str) -> Result<(String, String), String> {
+    let (account, _, name) = crate::core::grants::parse_role_arn(text)
+        .ok_or("expected an IAM role ARN (arn:aws:iam::ACCOUNT:role/PATH/NAME)")?;
+    Ok((name.to_string(), account.to_string()))
+}
+
+fn parse_access_store(text: &str) -> Result<AccessStore, String> {
+    match text {
+        "auto" => Ok(AccessStore::Auto),
+        "aws-auth" => Ok(AccessStore::AwsAuth),
+        "access-entries" => Ok(AccessStore::AccessEntries),
+        _ => Err("expected auto, aws-auth or access-entries".into()),
+    }
+}
+
 /// `ACCESS_POLICIES`: comma-separated policies, each a name under [`ACCESS_POLICY_ARN_PREFIX`] or a full
 /// ARN, cluster-scoped unless followed by `=ns1 ns2` (namespace scope), e.g.
 /// `AmazonEKSClusterAdminPolicy` or `AmazonEKSAdminPolicy=team-a team-b, AmazonEKSViewPolicy`.
-pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid {
-        var: "ACCESS_POLICIES",
-        value: raw.to_string(),
-        reason,
-    };
+pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, String> {
     let mut out: Vec<AccessPolicy> = Vec::new();
     for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, namespaces) = match item.split_once('=') {
@@ -452,9 +657,9 @@ pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, ConfigError
             && !policy_name.is_empty()
             && policy_name.bytes().all(|b| b.is_ascii_alphanumeric());
         if !arn_ok {
-            return Err(invalid(format!(
+            return Err(format!(
                 "{name:?} is not an EKS access policy (a name such as AmazonEKSClusterAdminPolicy, or its ARN)"
-            )));
+            ));
         }
         let scope = match namespaces {
             None => PolicyScope::Cluster,
@@ -463,23 +668,21 @@ pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, ConfigError
                 list.sort();
                 list.dedup();
                 if list.is_empty() {
-                    return Err(invalid(format!("{name}= names no namespace")));
+                    return Err(format!("{name}= names no namespace"));
                 }
                 if let Some(bad) = list.iter().find(|n| !valid_namespace(n)) {
-                    return Err(invalid(format!(
-                        "{bad:?} is not a Kubernetes namespace name"
-                    )));
+                    return Err(format!("{bad:?} is not a Kubernetes namespace name"));
                 }
                 PolicyScope::Namespaces { namespaces: list }
             }
         };
         if out.iter().any(|p| p.arn == arn) {
-            return Err(invalid(format!("{name} is given twice")));
+            return Err(format!("{name} is given twice"));
         }
         out.push(AccessPolicy { arn, scope });
     }
     if out.is_empty() {
-        return Err(invalid("at least one access policy is needed".into()));
+        return Err("at least one access policy is needed".into());
     }
     out.sort();
     Ok(out)
@@ -493,12 +696,6 @@ fn valid_namespace(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-')
         && !n.ends_with('-')
-}
-
-fn non_empty(get: &impl Fn(&str) -> Option<String>, key: &str) -> Option<String> {
-    get(key)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
 }
 
 /// An RFC 3339 time in UTC with seconds (`2026-12-02T18:00:00Z`), as the expiry tag and a manual
@@ -555,23 +752,14 @@ pub fn valid_cluster_name(name: &str) -> bool {
 }
 
 /// IAM names (`[\w+=,.@-]`), space-separated, duplicates removed.
-fn names(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    max: usize,
-    reason: &str,
-) -> Result<Vec<String>, ConfigError> {
+fn iam_names(text: &str, max: usize, reason: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
-    for n in non_empty(get, var).unwrap_or_default().split_whitespace() {
+    for n in text.split_whitespace() {
         let ok = n.len() <= max
             && n.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
         if !ok {
-            return Err(ConfigError::Invalid {
-                var,
-                value: n.to_string(),
-                reason: reason.to_string(),
-            });
+            return Err(format!("{n:?}: {reason} (separate names with spaces)"));
         }
         if !out.iter().any(|o| o == n) {
             out.push(n.to_string());
@@ -580,40 +768,29 @@ fn names(
     Ok(out)
 }
 
-fn check_template(var: &'static str, t: &str, placeholders: &[&str]) -> Result<(), ConfigError> {
+/// A username template: every `{{...}}` one of `placeholders`, no spaces.
+fn check_template(t: &str, placeholders: &[&str]) -> Result<(), String> {
     // Every `{{...}}` must be one we expand; anything else would end up in the username verbatim,
     // or be expanded by EKS itself at authentication time (e.g. `{{SessionName}}`), which is not meant here.
     let mut rest = t;
     while let Some(start) = rest.find("{{") {
         let after = &rest[start..];
         let Some(end) = after.find("}}") else {
-            return Err(invalid_template(var, t, "unclosed '{{'"));
+            return Err("unclosed '{{'".into());
         };
         let placeholder = &after[..end + 2];
         if !placeholders.contains(&placeholder) {
-            return Err(invalid_template(
-                var,
-                t,
-                &format!(
-                    "unknown placeholder {placeholder}; use {}",
-                    placeholders.join(" or ")
-                ),
+            return Err(format!(
+                "unknown placeholder {placeholder}; use {}",
+                placeholders.join(" or ")
             ));
         }
         rest = &after[end + 2..];
     }
     if t.chars().any(char::is_whitespace) {
-        return Err(invalid_template(var, t, "a username cannot contain spaces"));
+        return Err("a username cannot contain spaces".into());
     }
     Ok(())
-}
-
-fn invalid_template(var: &'static str, t: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        value: t.to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 /// Expands a role's username template (the session placeholders are left for EKS).
@@ -895,6 +1072,88 @@ mod tests {
         assert_eq!(s.groups, vec!["system:masters", "ops"]);
         let s = settings(&[("CLUSTER_NAMES", "a"), ("MAX_REMOVALS", "0")]).unwrap();
         assert_eq!(s.max_removals, None, "0 means no cap");
+    }
+
+    #[test]
+    fn derived_expiry_key_is_checked_too() {
+        let long = "k".repeat(125);
+        let e = settings(&[("CLUSTER_NAMES", "a"), ("ADMIN_TAG_KEY", &long)]).unwrap_err();
+        assert!(e.to_string().contains("ADMIN_EXPIRY_TAG_KEY"), "{e}");
+        let s = settings(&[
+            ("CLUSTER_NAMES", "a"),
+            ("ADMIN_TAG_KEY", &long),
+            ("ADMIN_EXPIRY_TAG_KEY", "until"),
+        ])
+        .unwrap();
+        assert_eq!(s.expiry_tag_key, "until");
+    }
+
+    /// Every declared default is a value its own parser takes, so an unset variable can never fail a start.
+    #[test]
+    fn every_setting_is_declared_once_and_its_default_parses() {
+        let mut vars: Vec<&str> = SETTINGS.iter().map(|s| s.var()).collect();
+        vars.sort();
+        vars.dedup();
+        assert_eq!(vars.len(), SETTINGS.len(), "a variable declared twice");
+        let s = settings(&[("CLUSTER_NAMES", "a")]).unwrap();
+        assert_eq!(s.access_policies.len(), 1);
+        let help = help_text();
+        for d in SETTINGS {
+            assert!(help.contains(d.var()), "{} missing from --help", d.var());
+            assert!(!d.meaning().is_empty());
+        }
+        assert!(help.contains("MAX_REMOVALS [default: 10]"), "{help}");
+    }
+
+    /// The README's Configuration table lists exactly the declared settings (plus the AWS SDK's and TLS
+    /// variables, which are not ours), each with its declared default.
+    #[test]
+    fn readme_lists_every_setting_with_its_default() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let table = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        let mut rows = std::collections::BTreeMap::new();
+        for line in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let var = cells[0].trim_start_matches("| ").trim_matches('`');
+            rows.insert(var.to_string(), cells[1].to_string());
+        }
+        let not_ours = ["AWS_REGION", "SSL_CERT_FILE"];
+        for d in SETTINGS {
+            let Some(default) = rows.remove(d.var()) else {
+                panic!("README's Configuration table lacks {}", d.var());
+            };
+            assert_eq!(default, d.unset().markdown(), "{}'s default", d.var());
+        }
+        rows.retain(|var, _| !not_ours.iter().any(|n| var.starts_with(n)));
+        assert!(
+            rows.is_empty(),
+            "README lists undeclared settings: {rows:?}"
+        );
+    }
+
+    /// The template sets exactly the declared settings on the function.
+    #[test]
+    fn template_sets_every_setting() {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
+        let (_, after) = template
+            .split_once("      Environment:\n        Variables:\n")
+            .unwrap();
+        let mut set: Vec<&str> = after
+            .lines()
+            .take_while(|l| l.starts_with("          "))
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k))
+            .collect();
+        set.sort();
+        let mut declared: Vec<&str> = SETTINGS.iter().map(|s| s.var()).collect();
+        declared.sort();
+        assert_eq!(set, declared);
     }
 
     #[test]

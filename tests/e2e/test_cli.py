@@ -18,6 +18,11 @@ def test_help_on_every_command():
     for args in [["--help"], ["reconcile", "--help"], ["plan", "--help"], ["handle-event", "--help"], ["token", "--help"]]:
         p = run(args)
         assert p.returncode == 0 and "Usage:" in p.stdout, (args, p.stdout, p.stderr)
+    # The settings come from their one declaration (src/core/settings.rs), defaults included.
+    help_text = run(["--help"]).stdout
+    for line in ["CLUSTER_NAMES [default: (required)]", "ADMIN_GROUP_MEMBER_PATH [default: /eks-admins/]",
+                 "EVENT_BUS [default: default]", "FUNCTION_ROLE_ARN [default: (none; the template sets it)]"]:
+        assert line in help_text, help_text
 
 
 def test_bad_usage_and_configuration_fail_clearly():
