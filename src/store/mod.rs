@@ -194,6 +194,7 @@ impl Stores {
                 Ok((state, Snapshot::AwsAuth(Box::new(snap))))
             }
             Served::Entries { migrate } => {
+                self.entries.check_policies(cluster, &self.policies).await?;
                 let (mut state, entries) = self.entries.read(cluster, target).await?;
                 let plain = state.clone();
                 let legacy = if migrate {

@@ -299,8 +299,9 @@ def test_tag_event_cost_on_an_entries_cluster(st):
     assert cluster_report(report, "api")["unchanged"] == 1
     eks = {k: v for k, v in st.calls().items() if k.startswith("eks:")}
     # Two access calls: the entry and its policies (an entry left without them is repaired on events too).
-    # DescribeCluster: this CLI process is cold; a warm Lambda has the cluster cached.
-    assert eks == {"eks:DescribeCluster": 1, "eks:DescribeAccessEntry": 1,
+    # DescribeCluster and ListAccessPolicies: this CLI process is cold; a warm Lambda has the cluster cached and
+    # the policies checked.
+    assert eks == {"eks:DescribeCluster": 1, "eks:ListAccessPolicies": 1, "eks:DescribeAccessEntry": 1,
                    "eks:ListAssociatedAccessPolicies": 1}, eks
 
 
@@ -424,3 +425,42 @@ def test_a_cluster_recreated_in_another_mode_is_described_again(st):
         fn.terminate()
         fn.wait(timeout=10)
         rt.close()
+
+
+ADMIN_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy"
+
+
+def test_access_policies_are_checked_against_eks_before_anything_is_written(st):
+    """ACCESS_POLICIES is checked against ListAccessPolicies once per process, before the first cluster served
+    by access entries is read: a name EKS does not have stops those clusters with the name and EKS's list, and
+    nothing is written there (no entry left without its policy); the aws-auth cluster goes on. A newer policy
+    works by name."""
+    alice = st.create_user("alice", TAG)
+    st.reset_calls()
+    rc, report, err = st.run_reconcile(extra={"ACCESS_POLICIES": "AmazonEKSClusterAdminPolicy, AmazonEKSAdminViwPolicy"})
+    assert rc != 0
+    for c in ("mixed", "api"):
+        r = cluster_report(report, c)
+        assert r["status"] == "failed" and "AmazonEKSAdminViwPolicy" in r["error"], r
+        assert "ListAccessPolicies lists" in r["error"] and "AmazonEKSAdminViewPolicy" in r["error"], r["error"]
+        assert st.writes(c) == [] and ALICE not in st.entries(c)
+    assert cluster_report(report, "cm")["added"] == [ALICE], "the aws-auth cluster does not use access policies"
+    calls = st.calls()
+    assert calls.get("eks:ListAccessPolicies") == 1, calls
+    assert not any(k.startswith("eks:CreateAccessEntry") for k in calls), calls
+
+    # EKS cannot list its policies: the entry clusters fail this run, nothing written; the next run checks again.
+    st.emu("/_emu/faults", {"label": "eks:ListAccessPolicies", "status": 500, "code": "ServerException",
+                            "message": "injected", "count": -1})
+    rc, report, err = st.run_reconcile(clusters="api")
+    st.emu("/_emu/faults", {})
+    assert rc != 0 and "ListAccessPolicies" in cluster_report(report, "api")["error"], report
+    assert ALICE not in st.entries("api")
+
+    # A policy newer than the first four, by name: read-only admin views (Secrets included), no writes.
+    rc, report, err = st.run_reconcile(clusters="api", extra={"ACCESS_POLICIES": "AmazonEKSAdminViewPolicy"})
+    assert rc == 0, err
+    assert st.entries("api")[ALICE]["policies"] == {ADMIN_VIEW_POLICY: {"type": "cluster", "namespaces": []}}
+    assert st.kubectl_as("api", alice, ["get", "secrets", "-A"]).returncode == 0
+    denied = st.kubectl_as("api", alice, ["delete", "configmap", "kube-root-ca.crt", "-n", "default"])
+    assert denied.returncode != 0 and "forbidden" in (denied.stderr + denied.stdout).lower(), denied.stderr

@@ -137,6 +137,8 @@ const CALLS = {
   get_account_authorization_details: () => [{ action: 'iam:GetAccountAuthorizationDetails', resource: '*' }],
   describe_cluster: (c) => [{ action: 'eks:DescribeCluster', resource: cluster(c) }],
   list_access_entries: (c) => [{ action: 'eks:ListAccessEntries', resource: cluster(c) }],
+  // The access policies EKS offers: no resource-level permissions ("*", Service Authorization Reference).
+  list_access_policies: () => [{ action: 'eks:ListAccessPolicies', resource: '*' }],
   // Anyone's entry is read (the function must see other people's entries to leave them alone).
   describe_access_entry: (c) => [{ action: 'eks:DescribeAccessEntry', resource: entry(c, 'viewer') }],
   list_associated_access_policies: (c) => [{ action: 'eks:ListAssociatedAccessPolicies', resource: entry(c, 'viewer') }],
@@ -233,6 +235,7 @@ test('each call is refused when changed in one way the code never does', async (
     ['create for another account\'s role', { ...create, context: { ...create.context, 'eks:principalArn': 'arn:aws:iam::444455556666:role/team-admin' } }],
     ['create a node entry for a role', { ...create, context: { ...create.context, 'eks:principalArn': role('Node'), 'eks:accessEntryType': 'EC2_LINUX' } }],
     ['read another account\'s role', { action: 'iam:GetRole', resource: 'arn:aws:iam::444455556666:role/team-admin' }],
+    ['list access policies from another region', { action: 'eks:ListAccessPolicies', resource: '*', context: { 'aws:RequestedRegion': 'eu-west-1' } }],
     ['put events on another bus', { action: 'events:PutEvents', resource: `arn:aws:events:${REGION}:${ACCOUNT}:event-bus/other` }],
     ['another schedule in the group', { action: 'scheduler:CreateSchedule', resource: `arn:aws:scheduler:${REGION}:${ACCOUNT}:schedule/eks-admin-sync/other` }],
     ['a schedule in another group', { action: 'scheduler:UpdateSchedule', resource: `arn:aws:scheduler:${REGION}:${ACCOUNT}:schedule/default/eks-admin-sync-${DEPLOYMENT}-expiry` }],

@@ -246,6 +246,7 @@ fn eks_route(method: &str, segs: &[String]) -> (&'static str, Vec<String>) {
             vec![name.to_string(), p.to_string(), pol.to_string()],
         ),
         ("POST", ["tags", arn]) => ("TagResource", vec![arn.to_string()]),
+        ("GET", ["access-policies"]) => ("ListAccessPolicies", Vec::new()),
         _ => ("Unknown", Vec::new()),
     }
 }
@@ -266,6 +267,20 @@ async fn eks_answer(world: &Shared, method: &str, uri: &str, body: &Value) -> Ek
         Some(Fault::Throttle) => return err(429, "ThrottlingException", "Rate exceeded"),
         Some(Fault::ServerError) => return err(500, "ServerException", "injected"),
         Some(Fault::Conflict) | None => {}
+    }
+    if action == "ListAccessPolicies" {
+        // Some of what EKS offers (EKS User Guide, "Review access policy permissions"); the account's, no cluster.
+        let policies: Vec<Value> = [
+            "AmazonEKSAdminPolicy",
+            "AmazonEKSAdminViewPolicy",
+            "AmazonEKSClusterAdminPolicy",
+            "AmazonEKSEditPolicy",
+            "AmazonEKSViewPolicy",
+        ]
+        .iter()
+        .map(|n| json!({"name": n, "arn": format!("arn:aws:eks::aws:cluster-access-policy/{n}")}))
+        .collect();
+        return ok(json!({ "accessPolicies": policies }));
     }
     let mut w = lock(world);
     let w = &mut *w;

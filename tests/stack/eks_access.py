@@ -27,7 +27,12 @@ import uuid
 
 MODES_ORDER = ["CONFIG_MAP", "API_AND_CONFIG_MAP", "API"]
 POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
-POLICIES = ["AmazonEKSClusterAdminPolicy", "AmazonEKSAdminPolicy", "AmazonEKSEditPolicy", "AmazonEKSViewPolicy"]
+# What ListAccessPolicies offers, and all AssociateAccessPolicy accepts: the names the EKS User Guide's "Review
+# access policy permissions" page lists in its `aws eks list-access-policies` example and describes (more exist on
+# AWS; a name not here is refused as EKS refuses a policy it does not have).
+POLICIES = ["AmazonAIOpsAssistantPolicy", "AmazonARCRegionSwitchScalingPolicy", "AmazonEKSAdminPolicy",
+            "AmazonEKSAdminViewPolicy", "AmazonEKSAutoNodePolicy", "AmazonEKSClusterAdminPolicy",
+            "AmazonEKSEditPolicy", "AmazonEKSViewPolicy"]
 ENTRY_TYPES = {"STANDARD", "EC2_LINUX", "EC2_WINDOWS", "FARGATE_LINUX", "EC2", "HYBRID_LINUX", "HYPERPOD_LINUX"}
 RESERVED_USERNAME_PREFIXES = ("system:", "eks:", "aws:", "amazon:", "iam:")
 MAX_PAGE = 100

@@ -116,6 +116,35 @@ impl Calls<'_> {
         Err(too_many_pages(cluster, "ListAccessEntries", None))
     }
 
+    /// The ARN of every access policy EKS offers (`ListAccessPolicies`, all pages; the call is the
+    /// account's, `cluster` only names the run that asked).
+    pub async fn offered_policies(&self) -> Result<Vec<String>, AccessEntriesError> {
+        let cluster = self.cluster;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .client
+                .list_access_policies()
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| error(cluster, "ListAccessPolicies", None, &e))?;
+            out.extend(
+                page.access_policies()
+                    .iter()
+                    .filter_map(|p| p.arn())
+                    .map(str::to_string),
+            );
+            token = next_page(page.next_token());
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+        Err(too_many_pages(cluster, "ListAccessPolicies", None))
+    }
+
     /// One entry as (current entry for the planner, what the store keeps), or `None` when there is none.
     pub async fn describe(
         &self,

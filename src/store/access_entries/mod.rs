@@ -68,6 +68,16 @@ pub enum AccessEntriesError {
         principal: String,
         reason: String,
     },
+    #[error(
+        "cluster {cluster}: ACCESS_POLICIES names {} that EKS does not offer (ListAccessPolicies lists {}); nothing is written on clusters served by access entries until the setting names policies EKS has",
+        unknown.join(", "),
+        offered.iter().map(|a| a.rsplit('/').next().unwrap_or(a)).collect::<Vec<_>>().join(" ")
+    )]
+    UnknownPolicies {
+        cluster: String,
+        unknown: Vec<String>,
+        offered: Vec<String>,
+    },
     #[error("cluster {cluster}: {} changes did not land: {}", errors.len(), errors.join("; "))]
     Several {
         cluster: String,
@@ -84,6 +94,8 @@ pub struct Snapshot {
 pub struct AccessEntryStore {
     client: Client,
     marks: Marks,
+    /// The access policies EKS offers, once read (`ListAccessPolicies`): asked once per process.
+    policies_offered: tokio::sync::OnceCell<Vec<String>>,
 }
 
 /// The principals a read is about.
@@ -163,7 +175,36 @@ fn follows_add(g: &Grant, adds: &[&Grant]) -> bool {
 
 impl AccessEntryStore {
     pub fn new(client: Client, marks: Marks) -> Self {
-        AccessEntryStore { client, marks }
+        AccessEntryStore {
+            client,
+            marks,
+            policies_offered: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Whether EKS offers every configured access policy, asked before each read of a cluster this store
+    /// serves (EKS's list is read once per process, `ListAccessPolicies`): a policy EKS does not have (a
+    /// typo, a policy of another partition) stops every such cluster before anything is written there,
+    /// instead of failing each grant's `AssociateAccessPolicy` after its entry was made. A list that cannot
+    /// be read fails the cluster too (and is asked for again by the next).
+    pub async fn check_policies(
+        &self,
+        cluster: &str,
+        configured: &[AccessPolicy],
+    ) -> Result<(), AccessEntriesError> {
+        let offered = self
+            .policies_offered
+            .get_or_try_init(|| async { self.calls(cluster).offered_policies().await })
+            .await?;
+        let unknown = model::unknown_policies(configured, offered);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(AccessEntriesError::UnknownPolicies {
+            cluster: cluster.to_string(),
+            unknown,
+            offered: offered.clone(),
+        })
     }
 
     fn calls<'a>(&'a self, cluster: &'a str) -> Calls<'a> {

@@ -166,6 +166,24 @@ pub fn scope_of(p: &AccessPolicy) -> AccessScope {
     }
 }
 
+/// The configured policies EKS does not offer, as the operator wrote them (names, or ARNs of another
+/// partition). ARNs are compared exactly: EKS refuses an association by any other spelling.
+pub fn unknown_policies(configured: &[AccessPolicy], offered: &[String]) -> Vec<String> {
+    configured
+        .iter()
+        .filter(|p| !offered.contains(&p.arn))
+        .map(|p| {
+            match p
+                .arn
+                .strip_prefix(crate::core::settings::ACCESS_POLICY_ARN_PREFIX)
+            {
+                Some(name) => name.to_string(),
+                None => p.arn.clone(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +193,39 @@ mod tests {
             deployment: "default".into(),
             tag_key: "eks-cluster-admin".into(),
         }
+    }
+
+    #[test]
+    fn policies_eks_does_not_offer_are_named_as_written() {
+        use crate::core::settings::parse_access_policies;
+        let offered: Vec<String> = ["AmazonEKSClusterAdminPolicy", "AmazonEKSAdminViewPolicy"]
+            .iter()
+            .map(|n| format!("arn:aws:eks::aws:cluster-access-policy/{n}"))
+            .collect();
+        let ok =
+            parse_access_policies("AmazonEKSAdminViewPolicy, AmazonEKSClusterAdminPolicy").unwrap();
+        assert!(unknown_policies(&ok, &offered).is_empty());
+        let typo =
+            parse_access_policies("AmazonEKSClusterAdminPolicy, AmazonEKSAdminViwPolicy=team-a")
+                .unwrap();
+        assert_eq!(
+            unknown_policies(&typo, &offered),
+            vec!["AmazonEKSAdminViwPolicy"]
+        );
+        // A policy of another partition is not the one EKS here offers.
+        let cn = parse_access_policies(
+            "arn:aws-cn:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+        )
+        .unwrap();
+        assert_eq!(
+            unknown_policies(&cn, &offered),
+            vec!["arn:aws-cn:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
+        );
+        assert_eq!(
+            unknown_policies(&ok, &[]).len(),
+            2,
+            "EKS offering nothing offers none of them"
+        );
     }
 
     #[test]
