@@ -9,6 +9,7 @@ pub mod audit;
 pub mod event;
 pub mod grants;
 pub mod guard;
+pub mod levels;
 pub mod plan;
 pub mod ports;
 pub mod reconcile;

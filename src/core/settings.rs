@@ -646,21 +646,7 @@ pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, String> {
             Some((n, ns)) => (n.trim(), Some(ns)),
             None => (item, None),
         };
-        let arn = if name.starts_with("arn:") {
-            name.to_string()
-        } else {
-            format!("{ACCESS_POLICY_ARN_PREFIX}{name}")
-        };
-        let policy_name = arn.rsplit('/').next().unwrap_or_default();
-        let arn_ok = arn.starts_with("arn:aws")
-            && arn.contains(":eks::aws:cluster-access-policy/")
-            && !policy_name.is_empty()
-            && policy_name.bytes().all(|b| b.is_ascii_alphanumeric());
-        if !arn_ok {
-            return Err(format!(
-                "{name:?} is not an EKS access policy (a name such as AmazonEKSClusterAdminPolicy, or its ARN)"
-            ));
-        }
+        let arn = crate::core::levels::policy_arn(name)?;
         let scope = match namespaces {
             None => PolicyScope::Cluster,
             Some(ns) => {
@@ -670,7 +656,10 @@ pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, String> {
                 if list.is_empty() {
                     return Err(format!("{name}= names no namespace"));
                 }
-                if let Some(bad) = list.iter().find(|n| !valid_namespace(n)) {
+                if let Some(bad) = list
+                    .iter()
+                    .find(|n| !crate::core::levels::valid_namespace(n))
+                {
                     return Err(format!("{bad:?} is not a Kubernetes namespace name"));
                 }
                 PolicyScope::Namespaces { namespaces: list }
@@ -686,16 +675,6 @@ pub fn parse_access_policies(raw: &str) -> Result<Vec<AccessPolicy>, String> {
     }
     out.sort();
     Ok(out)
-}
-
-/// A DNS-1123 label (Kubernetes namespace names; `*` prefixes are not supported here).
-fn valid_namespace(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !n.starts_with('-')
-        && !n.ends_with('-')
 }
 
 /// An RFC 3339 time in UTC with seconds (`2026-12-02T18:00:00Z`), as the expiry tag and a manual
