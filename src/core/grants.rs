@@ -3,8 +3,9 @@
 //! A grant speaks of a principal and what it should be given (username, groups), not of how a store writes
 //! it: `aws-auth` writes a `mapUsers` row, access entries an entry and its policies.
 
+use crate::core::levels::{self, Level, LevelScope};
 use crate::core::settings::{
-    AccessPolicy, Settings, parse_bool, parse_utc, render_role_username, render_username,
+    AccessPolicy, PolicyScope, Settings, parse_utc, render_role_username, render_username,
 };
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -200,9 +201,26 @@ pub struct Grant {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<AccessPolicy>,
     /// When a tag grant expires (RFC 3339 UTC, from `ADMIN_EXPIRY_TAG_KEY`); `None`: it does not. Not
-    /// written to any store: IAM says it, and the run at that time revokes.
+    /// written to any store: IAM says it, and the run at that time revokes. With several levels, the first
+    /// of their expiries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// The levels IAM grants (desired grants; empty on what a store holds), in the configured order. `source`
+    /// is the first one's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<LevelGrant>,
+}
+
+/// One level a principal holds on a cluster: what granted it, until when, and where.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct LevelGrant {
+    pub level: String,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The namespaces the tag names, for a level scoped by the tag (sorted); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 /// The grants for one cluster, plus why some tagged users were left out.
@@ -241,10 +259,13 @@ enum Refused {
 /// The expiry of a tag grant: `Ok(None)` when it does not expire.
 fn expiry_of(
     p: &Principal,
+    level: &Level,
     settings: &Settings,
     now: jiff::Timestamp,
 ) -> Result<Option<jiff::Timestamp>, Refused> {
-    let key = &settings.expiry_tag_key;
+    let Some(key) = level.expiry_tag_key.as_deref() else {
+        return Ok(None);
+    };
     let Some(raw) = p.tag_value(key) else {
         return match settings.max_grant {
             Some(max) => Err(Refused::Invalid(format!(
@@ -327,37 +348,6 @@ impl Hash for ArnKey<'_> {
         }
         state.write_usize(self.0.len());
     }
-}
-
-/// Which managed clusters a tag value grants, and a note when part of it was ignored.
-pub fn clusters_for_tag(value: &str, settings: &Settings) -> (BTreeSet<String>, Option<String>) {
-    let v = value.trim();
-    if parse_bool(v) == Some(true) {
-        return (settings.clusters.iter().cloned().collect(), None);
-    }
-    if v.is_empty() {
-        return (BTreeSet::new(), Some("value is empty".into()));
-    }
-    if parse_bool(v) == Some(false) {
-        return (BTreeSet::new(), Some("value is false".into()));
-    }
-    let mut granted = BTreeSet::new();
-    let mut unknown = Vec::new();
-    for name in v.split_whitespace() {
-        if settings.manages(name) {
-            granted.insert(name.to_string());
-        } else {
-            unknown.push(name);
-        }
-    }
-    let note = (!unknown.is_empty()).then(|| {
-        format!(
-            "names clusters this function does not manage: {} (managed: {}; use spaces, not commas)",
-            unknown.join(" "),
-            settings.clusters.join(" ")
-        )
-    });
-    (granted, note)
 }
 
 /// Account id and resource of an IAM ARN `arn:PARTITION:iam::ACCOUNT:RESOURCE`.
@@ -449,7 +439,7 @@ fn never_admin(p: &Principal, settings: &Settings) -> Option<&'static str> {
     None
 }
 
-/// What one principal is on one cluster.
+/// What one level is for one principal on one cluster.
 #[derive(Default)]
 struct Verdict {
     source: Option<Source>,
@@ -457,88 +447,94 @@ struct Verdict {
     expires: Option<String>,
     /// The tag granted this cluster until an expiry that has passed.
     expired: bool,
+    /// The namespaces the tag names (a level scoped by the tag).
+    namespaces: BTreeSet<String>,
 }
 
-/// What makes `p` an admin on `cluster`, if anything: its tag first (while its expiry has not passed),
-/// then its permission set, then its first admin group. Notes say why a tag was (partly) ignored.
-fn admin_source(
+fn kind_word(p: &Principal) -> &'static str {
+    match p.kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::Role => "role",
+    }
+}
+
+/// What gives `p` this level on `cluster`, if anything: its tag first (while its expiry has not passed), then
+/// its permission set, then its first group of the level. Notes say why a tag was (partly) ignored.
+fn level_verdict(
     p: &Principal,
+    level: &Level,
     settings: &Settings,
     cluster: &str,
     now: jiff::Timestamp,
     notes: &mut Vec<String>,
 ) -> Verdict {
     let mut verdict = Verdict::default();
-    let kind = match p.kind {
-        PrincipalKind::User => "user",
-        PrincipalKind::Role => "role",
-    };
-    if let Some(source) = tag_source(p, settings, cluster, notes) {
-        match expiry_of(p, settings, now) {
+    if let Some((source, namespaces)) = tag_source(p, level, settings, cluster, notes) {
+        match expiry_of(p, level, settings, now) {
             Ok(t) => {
                 verdict.source = Some(source);
                 verdict.expires = t.map(rfc3339);
+                verdict.namespaces = namespaces;
                 return verdict;
             }
             Err(Refused::Expired(n)) => {
-                notes.push(format!("{kind} {}: {n}", p.name));
+                notes.push(format!("{} {}: {n}", kind_word(p), p.name));
                 verdict.expired = true;
             }
-            Err(Refused::Invalid(n)) => notes.push(format!("{kind} {}: {n}", p.name)),
+            Err(Refused::Invalid(n)) => notes.push(format!("{} {}: {n}", kind_word(p), p.name)),
         }
     }
-    verdict.source = other_source(p, settings, notes);
+    verdict.source = other_source(p, level, settings, notes);
     verdict.expired &= verdict.source.is_none();
     verdict
 }
 
-/// The tag source, when the tag names `cluster` (and the principal may be an admin at all).
+/// The level's tag source and the namespaces it names, when the tag names `cluster` (and the principal may
+/// be granted at all).
 fn tag_source(
     p: &Principal,
+    level: &Level,
     settings: &Settings,
     cluster: &str,
     notes: &mut Vec<String>,
-) -> Option<Source> {
-    let kind = match p.kind {
-        PrincipalKind::User => "user",
-        PrincipalKind::Role => "role",
-    };
-    if let Some(value) = p.tag_value(&settings.tag_key) {
-        if let Some(why) = never_admin(p, settings) {
-            notes.push(format!(
-                "role {}: carries {} but {why}; never an admin",
-                p.name, settings.tag_key
-            ));
-            return None;
-        }
-        let (clusters, note) = clusters_for_tag(value, settings);
-        if let Some(n) = note {
-            notes.push(format!(
-                "{kind} {}: tag {}={value:?} {n}",
-                p.name, settings.tag_key
-            ));
-        }
-        if clusters.contains(cluster) {
-            return Some(Source::Tag(settings.tag_key.clone()));
-        }
+) -> Option<(Source, BTreeSet<String>)> {
+    let key = level.tag_key.as_deref()?;
+    let value = p.tag_value(key)?;
+    if let Some(why) = never_admin(p, settings) {
+        notes.push(format!(
+            "role {}: carries {key} but {why}; never an admin",
+            p.name
+        ));
+        return None;
     }
-    None
+    let targets = levels::targets(value, level, &settings.clusters);
+    for n in targets.notes {
+        notes.push(format!(
+            "{} {}: tag {key}={value:?} {n}",
+            kind_word(p),
+            p.name
+        ));
+    }
+    let namespaces = targets.clusters.get(cluster)?.clone();
+    Some((Source::Tag(key.to_string()), namespaces))
 }
 
-/// A source by name: the permission set a role was made for, or an admin group a user is in (under the
-/// admin-group member path).
-fn other_source(p: &Principal, settings: &Settings, notes: &mut Vec<String>) -> Option<Source> {
+/// A source of the level by name: the permission set a role was made for, or a group of the level a user is
+/// in (under the admin-group member path).
+fn other_source(
+    p: &Principal,
+    level: &Level,
+    settings: &Settings,
+    notes: &mut Vec<String>,
+) -> Option<Source> {
     // Names match exactly, as the SCP's group ARNs do (IAM compares ARNs case-sensitively in policies).
     if let Some(set) = p.permission_set()
-        && let Some(named) = settings
-            .permission_sets
-            .iter()
-            .find(|s| names_match(s, set))
+        && let Some(named) = level.permission_sets.iter().find(|s| names_match(s, set))
     {
         return Some(Source::PermissionSet(named.clone()));
     }
     if p.kind == PrincipalKind::User {
-        let group = settings
+        let group = level
             .iam_groups
             .iter()
             .find(|g| p.groups.iter().any(|m| names_match(g, m)))?;
@@ -558,8 +554,8 @@ fn other_source(p: &Principal, settings: &Settings, notes: &mut Vec<String>) -> 
     None
 }
 
-/// The grant of an admin principal, or a note saying why IAM's answer cannot be granted.
-fn grant_of_principal(p: &Principal, source: Source, settings: &Settings) -> Result<Grant, String> {
+/// The principal's grant without its levels, or a note saying why IAM's answer cannot be granted.
+fn grant_of_principal(p: &Principal, settings: &Settings) -> Result<Grant, String> {
     let (arn_name, username) = match p.kind {
         PrincipalKind::User => {
             let Some((account, name)) = parse_user_arn(&p.arn) else {
@@ -593,13 +589,77 @@ fn grant_of_principal(p: &Principal, source: Source, settings: &Settings) -> Res
     Ok(Grant {
         arn: p.arn.clone(),
         kind: p.kind,
-        source: Some(source),
         username,
-        groups: settings.groups.clone(),
         id: p.id.clone(),
-        policies: Vec::new(),
-        expires: None,
+        ..Grant::default()
     })
+}
+
+/// The levels `p` holds on `cluster`, in the configured order, and whether a level's tag grant expired with
+/// nothing else granting the principal anything.
+fn held_levels(
+    p: &Principal,
+    settings: &Settings,
+    cluster: &str,
+    now: jiff::Timestamp,
+    notes: &mut Vec<String>,
+) -> (Vec<LevelGrant>, bool) {
+    let mut held = Vec::new();
+    let mut expired = false;
+    for level in &settings.levels {
+        let v = level_verdict(p, level, settings, cluster, now, notes);
+        expired |= v.expired;
+        if let Some(source) = v.source {
+            held.push(LevelGrant {
+                level: level.name.clone(),
+                source,
+                expires: v.expires,
+                namespaces: v.namespaces.into_iter().collect(),
+            });
+        }
+    }
+    let expired = expired && held.is_empty();
+    (held, expired)
+}
+
+/// The levels of `g` as configured (a level no longer configured gives nothing).
+fn configured<'a>(
+    g: &'a Grant,
+    settings: &'a Settings,
+) -> impl Iterator<Item = (&'a LevelGrant, &'a Level)> {
+    g.levels.iter().filter_map(|h| {
+        settings
+            .levels
+            .iter()
+            .find(|l| l.name == h.level)
+            .map(|l| (h, l))
+    })
+}
+
+/// Strings in order, each once.
+fn dedup_in_order<'a>(items: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(i) {
+            out.push(i.clone());
+        }
+    }
+    out
+}
+
+/// A grant with its levels: the first level's source, the first expiry, and the Kubernetes groups of an
+/// `aws-auth` row (each level's `awsAuthGroups`, then its `groups`, in the configured order).
+fn with_levels(base: Grant, held: Vec<LevelGrant>, settings: &Settings) -> Grant {
+    let mut g = Grant {
+        source: held.first().map(|h| h.source.clone()),
+        expires: held.iter().filter_map(|h| h.expires.clone()).min(),
+        levels: held,
+        ..base
+    };
+    g.groups = dedup_in_order(
+        configured(&g, settings).flat_map(|(_, l)| l.aws_auth_groups.iter().chain(&l.groups)),
+    );
+    g
 }
 
 /// Grants for `cluster` from the given principals (ARNs as IAM gives them, paths included), at `now`.
@@ -611,18 +671,15 @@ pub fn desired_for_cluster(
 ) -> Desired {
     let mut out = Desired::default();
     for p in principals {
-        let v = admin_source(p, settings, cluster, now, &mut out.notes);
-        if v.expired {
+        let (held, expired) = held_levels(p, settings, cluster, now, &mut out.notes);
+        if expired {
             out.expired.push(p.arn.clone());
         }
-        let Some(source) = v.source else {
+        if held.is_empty() {
             continue;
-        };
-        match grant_of_principal(p, source, settings) {
-            Ok(g) => out.grants.push(Grant {
-                expires: v.expires,
-                ..g
-            }),
+        }
+        match grant_of_principal(p, settings) {
+            Ok(base) => out.grants.push(with_levels(base, held, settings)),
             Err(note) => out.notes.push(note),
         }
     }
@@ -656,16 +713,12 @@ pub fn aws_auth_grants(desired: &Desired) -> Desired {
 /// Usernames EKS refuses in an access entry.
 pub const RESERVED_USERNAME_PREFIXES: [&str; 5] = ["system:", "eks:", "aws:", "amazon:", "iam:"];
 
-/// The same grants as an access entry holds them: `ADMIN_GROUPS` without `system:` groups (EKS refuses
-/// them; admin rights come from the access policies), plus `ACCESS_POLICIES`. A grant whose username EKS
-/// would refuse is dropped with a note.
+/// The same grants as an access entry holds them: each level's `groups` (never `system:` ones, which EKS
+/// refuses: admin rights come from the access policies) and its access policies, a policy scoped by the tag
+/// on the namespaces the principal's tag names; a policy two levels give is associated once, cluster-wide if
+/// either says so, else on both levels' namespaces. A grant whose username EKS would refuse is dropped with a
+/// note.
 pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
-    let groups: Vec<String> = settings
-        .groups
-        .iter()
-        .filter(|g| !g.starts_with("system:"))
-        .cloned()
-        .collect();
     let mut out = Desired {
         grants: Vec::with_capacity(desired.grants.len()),
         notes: Vec::new(),
@@ -684,12 +737,56 @@ pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
             ));
             continue;
         }
+        let groups = dedup_in_order(
+            configured(g, settings)
+                .flat_map(|(_, l)| &l.groups)
+                .filter(|x| !x.starts_with("system:")),
+        );
         out.grants.push(Grant {
-            groups: groups.clone(),
-            policies: settings.access_policies.clone(),
+            groups,
+            policies: entry_policies(g, settings),
             ..g.clone()
         });
     }
+    out
+}
+
+/// The access policies of a grant's levels, each once (see [`access_entry_grants`]), sorted.
+fn entry_policies(g: &Grant, settings: &Settings) -> Vec<AccessPolicy> {
+    let mut by_arn: std::collections::BTreeMap<&str, Option<BTreeSet<String>>> =
+        std::collections::BTreeMap::new();
+    for (held, level) in configured(g, settings) {
+        for p in &level.policies {
+            let namespaces: Option<BTreeSet<String>> = match &p.scope {
+                LevelScope::Cluster => None,
+                LevelScope::Namespaces(list) => Some(list.iter().cloned().collect()),
+                LevelScope::FromTag => Some(held.namespaces.iter().cloned().collect()),
+            };
+            let merged = match (by_arn.remove(p.arn.as_str()), namespaces) {
+                (Some(None), _) | (_, None) => None,
+                (Some(Some(mut a)), Some(b)) => {
+                    a.extend(b);
+                    Some(a)
+                }
+                (None, Some(b)) => Some(b),
+            };
+            by_arn.insert(&p.arn, merged);
+        }
+    }
+    let mut out: Vec<AccessPolicy> = by_arn
+        .into_iter()
+        .filter(|(_, ns)| ns.as_ref().is_none_or(|n| !n.is_empty()))
+        .map(|(arn, ns)| AccessPolicy {
+            arn: arn.to_string(),
+            scope: match ns {
+                None => PolicyScope::Cluster,
+                Some(n) => PolicyScope::Namespaces {
+                    namespaces: n.into_iter().collect(),
+                },
+            },
+        })
+        .collect();
+    out.sort();
     out
 }
 
@@ -793,10 +890,11 @@ mod tests {
             ("yes", &[], Some("yes")),
         ];
         for (value, want, note) in cases {
-            let (got, n) = clusters_for_tag(value, &s);
-            let got: Vec<&str> = got.iter().map(String::as_str).collect();
+            let t = levels::targets(value, &s.levels[0], &s.clusters);
+            let got: Vec<&str> = t.clusters.keys().map(String::as_str).collect();
             assert_eq!(&got, want, "{value:?}");
-            match (n, note) {
+            assert!(t.notes.len() <= 1, "{value:?}: {:?}", t.notes);
+            match (t.notes.first(), note) {
                 (None, None) => {}
                 (Some(n), Some(needle)) => assert!(n.contains(needle), "{value:?}: {n}"),
                 (n, want) => panic!("{value:?}: note {n:?}, want {want:?}"),
@@ -897,6 +995,148 @@ mod tests {
             NOW,
         );
         assert_eq!(d.grants[0].username, "123456789012:amy");
+    }
+
+    /// Settings with three levels: admin by tag or group, view by tag or permission set, edit in the
+    /// namespaces the tag names.
+    fn three_levels() -> Settings {
+        let mut s = Settings::from_lookup(|k| match k {
+            "CLUSTER_NAMES" => Some("prod staging".into()),
+            "ADMIN_GROUP_MEMBER_PATH" => Some("/".into()),
+            _ => None,
+        })
+        .unwrap();
+        s.levels = levels::parse_levels(
+            r#"[
+            {"name": "admin", "tagKey": "eks-cluster-admin", "iamGroups": ["platform"],
+             "accessPolicies": ["AmazonEKSClusterAdminPolicy"], "awsAuthGroups": ["system:masters"]},
+            {"name": "view", "tagKey": "eks-view", "permissionSets": ["Developer"],
+             "accessPolicies": ["AmazonEKSViewPolicy", "AmazonEKSEditPolicy=shared"], "groups": ["viewers"]},
+            {"name": "edit", "tagKey": "eks-edit", "accessPolicies": ["AmazonEKSEditPolicy=@tag"],
+             "groups": ["editors"]}
+        ]"#,
+        )
+        .unwrap();
+        s
+    }
+
+    fn policy(name: &str, namespaces: &[&str]) -> AccessPolicy {
+        AccessPolicy {
+            arn: format!("{}{name}", crate::core::settings::ACCESS_POLICY_ARN_PREFIX),
+            scope: if namespaces.is_empty() {
+                PolicyScope::Cluster
+            } else {
+                PolicyScope::Namespaces {
+                    namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+                }
+            },
+        }
+    }
+
+    #[test]
+    fn a_principal_holds_the_union_of_its_levels() {
+        let s = three_levels();
+        let mut ann = user(
+            "ann",
+            &[
+                ("eks-view", "true"),
+                ("eks-edit", "prod=team-a+team-b staging=team-a"),
+                ("eks-edit-expires", "2027-01-01T00:00:00Z"),
+            ],
+        );
+        ann.groups = vec!["platform".into()];
+        let d = desired_for_cluster(std::slice::from_ref(&ann), &s, "prod", NOW);
+        let g = &d.grants[0];
+        let held: Vec<(&str, String)> = g
+            .levels
+            .iter()
+            .map(|l| (l.level.as_str(), l.source.to_string()))
+            .collect();
+        assert_eq!(
+            held,
+            [
+                ("admin", "iam-group:platform".to_string()),
+                ("view", "tag:eks-view".into()),
+                ("edit", "tag:eks-edit".into())
+            ]
+        );
+        assert_eq!(
+            g.source,
+            Some(Source::IamGroup("platform".into())),
+            "the first level's"
+        );
+        assert_eq!(g.expires.as_deref(), Some("2027-01-01T00:00:00Z"));
+        assert_eq!(g.levels[2].namespaces, ["team-a", "team-b"]);
+        // One aws-auth row carries every group; one entry every policy, each once.
+        assert_eq!(g.groups, ["system:masters", "viewers", "editors"]);
+        let e = access_entry_grants(&d, &s);
+        assert_eq!(e.grants[0].groups, ["viewers", "editors"]);
+        assert_eq!(
+            e.grants[0].policies,
+            [
+                policy("AmazonEKSClusterAdminPolicy", &[]),
+                policy("AmazonEKSEditPolicy", &["shared", "team-a", "team-b"]),
+                policy("AmazonEKSViewPolicy", &[]),
+            ]
+        );
+        // On staging the tag names team-a only.
+        let d = desired_for_cluster(&[ann], &s, "staging", NOW);
+        let e = access_entry_grants(&d, &s);
+        assert!(
+            e.grants[0]
+                .policies
+                .contains(&policy("AmazonEKSEditPolicy", &["shared", "team-a"]))
+        );
+    }
+
+    #[test]
+    fn each_level_is_judged_on_its_own() {
+        let s = three_levels();
+        // The edit level expired; the view level holds: not an expiry, the grant stays with view alone.
+        let bob = user(
+            "bob",
+            &[
+                ("eks-view", "prod"),
+                ("eks-edit", "prod=team-a"),
+                ("eks-edit-expires", "2020-01-01T00:00:00Z"),
+            ],
+        );
+        // Only the edit level, expired: the principal's removal is an expiry.
+        let cid = user(
+            "cid",
+            &[
+                ("eks-edit", "prod=team-a"),
+                ("eks-edit-expires", "2020-01-01T00:00:00Z"),
+            ],
+        );
+        // A namespace-scoped level without namespaces grants nothing, with a note.
+        let dan = user("dan", &[("eks-edit", "prod")]);
+        let d = desired_for_cluster(&[bob, cid, dan], &s, "prod", NOW);
+        assert_eq!(d.grants.len(), 1);
+        assert_eq!(
+            d.grants[0]
+                .levels
+                .iter()
+                .map(|l| l.level.as_str())
+                .collect::<Vec<_>>(),
+            ["view"]
+        );
+        assert_eq!(d.expired, ["arn:aws:iam::123456789012:user/cid"]);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.starts_with("user dan: tag eks-edit=\"prod\"")
+                    && n.contains("names no namespace")),
+            "{:?}",
+            d.notes
+        );
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.starts_with("user bob:") && n.contains("expired")),
+            "{:?}",
+            d.notes
+        );
     }
 
     #[test]

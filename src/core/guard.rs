@@ -143,19 +143,20 @@ impl SourceFacts {
     /// The facts of a bulk read: every principal, and every IAM group name (`groups`: asked only when
     /// groups are configured). Names compare by [`names_match`], the rule the grants use.
     pub fn of(settings: &Settings, principals: &[Principal], groups: &[String]) -> Self {
-        let mut configured = vec![Source::Tag(settings.tag_key.clone())];
-        configured.extend(
-            settings
+        let mut configured: Vec<Source> = Vec::new();
+        for level in &settings.levels {
+            let named = level.tag_key.iter().map(|k| Source::Tag(k.clone()));
+            let sets = level
                 .permission_sets
                 .iter()
-                .map(|n| Source::PermissionSet(n.clone())),
-        );
-        configured.extend(
-            settings
-                .iam_groups
-                .iter()
-                .map(|n| Source::IamGroup(n.clone())),
-        );
+                .map(|n| Source::PermissionSet(n.clone()));
+            let groups = level.iam_groups.iter().map(|n| Source::IamGroup(n.clone()));
+            for s in named.chain(sets).chain(groups) {
+                if !configured.contains(&s) {
+                    configured.push(s);
+                }
+            }
+        }
         let suspect = configured
             .iter()
             .filter(|s| match s {

@@ -388,14 +388,16 @@ fn one_scope_per_policy(levels: &[Level]) -> Result<(), String> {
 }
 
 /// The one level a deployment without `ACCESS_LEVELS` runs: today's admin grant, from today's variables. It
-/// writes exactly what those variables write: `ADMIN_GROUPS` on `aws-auth` rows (its `system:` groups only
-/// there) and the rest with `ACCESS_POLICIES` on access entries.
+/// writes exactly what those variables write: `ADMIN_GROUPS` on `aws-auth` rows (in its order), and its groups
+/// but the `system:` ones with `ACCESS_POLICIES` on access entries.
 pub fn legacy_level(s: &Settings) -> Level {
-    let (system, plain): (Vec<String>, Vec<String>) = s
+    // An aws-auth row gets `awsAuthGroups` then `groups`, each once: all of ADMIN_GROUPS in its own order.
+    let plain: Vec<String> = s
         .groups
         .iter()
+        .filter(|g| !g.starts_with("system:"))
         .cloned()
-        .partition(|g| g.starts_with("system:"));
+        .collect();
     Level {
         name: "admin".into(),
         tag_key: Some(s.tag_key.clone()),
@@ -404,7 +406,7 @@ pub fn legacy_level(s: &Settings) -> Level {
         iam_groups: s.iam_groups.clone(),
         policies: s.access_policies.iter().map(level_policy).collect(),
         groups: plain,
-        aws_auth_groups: system,
+        aws_auth_groups: s.groups.clone(),
         cluster_role: None,
     }
 }
@@ -446,6 +448,7 @@ pub fn targets(value: &str, level: &Level, managed: &[String]) -> Targets {
         _ => {}
     }
     let by_tag = level.scoped_by_tag();
+    let mut unknown: Vec<&str> = Vec::new();
     for item in v.split_whitespace() {
         let (target, namespaces) = match item.split_once('=') {
             Some((t, ns)) => (t, Some(ns)),
@@ -456,10 +459,7 @@ pub fn targets(value: &str, level: &Level, managed: &[String]) -> Targets {
         } else if let Some(c) = managed.iter().find(|c| *c == target) {
             vec![c]
         } else {
-            out.notes.push(format!(
-                "{target:?} is not a cluster this function manages (managed: {}; separate items with spaces)",
-                managed.join(" ")
-            ));
+            unknown.push(target);
             continue;
         };
         let names = match (by_tag, namespaces) {
@@ -492,6 +492,13 @@ pub fn targets(value: &str, level: &Level, managed: &[String]) -> Targets {
                 .or_default()
                 .extend(names.iter().cloned());
         }
+    }
+    if !unknown.is_empty() {
+        out.notes.push(format!(
+            "names clusters this function does not manage: {} (managed: {}; use spaces, not commas)",
+            unknown.join(" "),
+            managed.join(" ")
+        ));
     }
     out
 }
@@ -641,10 +648,8 @@ mod tests {
             Some("eks-cluster-admin-expires")
         );
         assert_eq!(l.iam_groups, vec!["eks-admins"]);
-        assert_eq!(
-            (l.groups.clone(), l.aws_auth_groups.clone()),
-            (vec!["ops".to_string()], vec!["system:masters".to_string()])
-        );
+        assert_eq!(l.groups, vec!["ops"]);
+        assert_eq!(l.aws_auth_groups, vec!["system:masters", "ops"]);
         assert_eq!(l.policies.len(), 2);
         assert!(l.policies.contains(&LevelPolicy {
             arn: format!("{ACCESS_POLICY_ARN_PREFIX}AmazonEKSAdminPolicy"),
@@ -670,7 +675,7 @@ mod tests {
         let t = targets("prod dev prod=team-a", view, &managed());
         assert_eq!(t.clusters.keys().collect::<Vec<_>>(), ["prod"]);
         assert_eq!(t.notes.len(), 2, "{:?}", t.notes);
-        assert!(t.notes[1].contains("cluster-wide"));
+        assert!(t.notes[0].contains("cluster-wide") && t.notes[1].contains("does not manage: dev"));
         assert!(targets("false", view, &managed()).clusters.is_empty());
         assert!(targets(" ", view, &managed()).clusters.is_empty());
     }

@@ -285,7 +285,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
                 return Ok(None);
             }
             Action::ReconcileAll => {
-                let groups = !self.settings.iam_groups.is_empty();
+                let groups = self.settings.names_iam_groups();
                 let account = self.iam.list_principals(groups).await?;
                 tracing::info!(
                     principals = account.principals.len(),
@@ -328,7 +328,7 @@ impl<I: IamSource, S: Store> Reconciler<I, S> {
         named: &[Named],
         target: &mut Target,
     ) -> Result<Vec<Principal>, ReconcileError> {
-        let groups = !self.settings.iam_groups.is_empty();
+        let groups = self.settings.names_iam_groups();
         let mut principals = Vec::new();
         for n in named {
             let found = match n.kind {

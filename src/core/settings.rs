@@ -440,6 +440,9 @@ pub struct Settings {
     /// The one-time EventBridge Scheduler schedule that invokes the function at the next expiry
     /// (`EXPIRY_SCHEDULE_*`, set by the template); `None`: expiries wait for the next run.
     pub expiry_schedule: Option<ExpirySchedule>,
+    /// The access levels the grants are made of. Today always the one [`crate::core::levels::legacy_level`]
+    /// made from the variables above (`ACCESS_LEVELS` is not read yet).
+    pub levels: Vec<crate::core::levels::Level>,
 }
 
 /// Where the expiry wake-up lives and what it invokes.
@@ -500,7 +503,7 @@ impl Settings {
         let tag_key = ADMIN_TAG_KEY.value(get)?;
         let expiry_tag_key = expiry_tag_key(get, &tag_key)?;
         let (function_role, account) = FUNCTION_ROLE_ARN.read(get)?.unzip();
-        Ok(Settings {
+        let mut settings = Settings {
             clusters: CLUSTER_NAMES.value(get)?,
             tag_key,
             expiry_tag_key,
@@ -521,7 +524,15 @@ impl Settings {
             deployment_id: DEPLOYMENT_ID.value(get)?,
             access_store: ACCESS_STORE.value(get)?,
             access_policies: ACCESS_POLICIES.value(get)?,
-        })
+            levels: Vec::new(),
+        };
+        settings.levels = vec![crate::core::levels::legacy_level(&settings)];
+        Ok(settings)
+    }
+
+    /// Whether any level is granted by IAM group membership (a user's groups must then be read).
+    pub fn names_iam_groups(&self) -> bool {
+        self.levels.iter().any(|l| !l.iam_groups.is_empty())
     }
 
     pub fn manages(&self, cluster: &str) -> bool {
