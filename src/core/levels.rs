@@ -1,6 +1,7 @@
 //! Access levels: what a grant gives, per level (admin, edit, view, …), and which sources grant each. Pure.
 //!
-//! This is the configuration model of issue 25, not yet wired into the grants, stores and guard. Until it is,
+//! The grants are made of levels ([`crate::core::grants`]: each principal holds the union of its levels). The
+//! stores' provenance, the guard, the audit and the RBAC of `aws-auth` clusters do not speak of levels yet, so
 //! the function reads no `ACCESS_LEVELS` variable and runs one level, [`legacy_level`], built from today's
 //! variables (`ADMIN_TAG_KEY`, `ADMIN_PERMISSION_SETS`, `ADMIN_IAM_GROUPS`, `ADMIN_GROUPS`, `ACCESS_POLICIES`).
 //!
