@@ -14,8 +14,11 @@ DEPLOY_PATH := $(DEPLOY_VENV)/bin:$(PATH)
 
 all: build
 
+# The binary with the features `cargo test` resolves (dev-dependencies unify some, e.g. tokio's): after `make unit`
+# this builds nothing more, where a plain `cargo build` would compile those dependencies a second time. The
+# deployed binary is the release build of `make package` (sam build), with the plain features.
 build:
-	cargo build --locked
+	cargo build --locked --bins --tests
 
 release:
 	cargo build --locked --release --bin eks-admin-sync --example hello_lambda
