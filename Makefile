@@ -10,7 +10,7 @@ export EKS_SYNC_CACHE := $(CACHE)
 # cargo-lambda finds zig through `python -m ziglang`: the deploy venv must come first on PATH for sam build.
 DEPLOY_PATH := $(DEPLOY_VENV)/bin:$(PATH)
 
-.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test policy-test package demo bench lint fmt clean-cache mutants
+.PHONY: all build release deps venv deploy-venv k8s test unit e2e deploy-test policy-test package package-org demo bench lint fmt clean-cache mutants
 
 all: build
 
@@ -64,6 +64,11 @@ demo: deps build
 
 package: deploy-venv
 	PATH="$(DEPLOY_PATH)" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 sam build --beta-features -t template.yaml
+
+# For a CloudFormation StackSet (README, "Every account of an organization"): the template without the SAM
+# transform, the code's zip, the forwarder and the central bus, in dist/org.
+package-org: package
+	AWS_DEFAULT_REGION=us-east-1 $(DEPLOY_PY) infra/package_org.py
 
 bench: deps release package
 	$(PY) tests/bench/bench.py

@@ -12,14 +12,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import zipfile
 
-import boto3
 import pytest
 from samtranslator.public.translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
@@ -28,7 +25,8 @@ from samtranslator.yaml_helper import yaml_parse
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CACHE = os.environ.get("EKS_SYNC_CACHE", os.path.expanduser("~/.cache/eks-admin-sync"))
 BIN = os.path.dirname(sys.executable)
-TEMPLATES = [os.path.join(REPO, "template.yaml"), os.path.join(REPO, "infra", "forwarder.yaml")]
+TEMPLATES = [os.path.join(REPO, "template.yaml"), os.path.join(REPO, "infra", "forwarder.yaml"),
+             os.path.join(REPO, "infra", "central-bus.yaml")]
 
 
 def load(path):
@@ -127,7 +125,8 @@ def test_template_facts():
         acts = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         actions.update(acts)
         if s["Resource"] == "*":
-            assert acts == ["iam:GetAccountAuthorizationDetails"], s
+            # Neither has resource-level permissions (Service Authorization Reference, IAM and EKS).
+            assert acts in (["iam:GetAccountAuthorizationDetails"], ["eks:ListAccessPolicies"]), s
         assert not any(a.endswith("*") for a in acts), s
     assert actions == {"iam:GetUser", "iam:GetRole", "iam:ListGroupsForUser", "iam:GetAccountAuthorizationDetails",
                        "eks:DescribeCluster", "events:PutEvents", "scheduler:GetSchedule", "scheduler:CreateSchedule",
@@ -139,9 +138,11 @@ def test_template_facts():
     # Every EKS statement names the managed clusters (built from the list, any number of them), pinned to
     # this region; associating is limited to the configured policies.
     eks = [s for s in statements if any(a.startswith("eks:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
-    assert len(eks) == 7 and describe == eks[:1]
+    assert len(eks) == 8 and describe == eks[:1]
     for s in eks:
-        assert "ClusterNames" in json.dumps(s["Resource"]), s
+        # ListAccessPolicies reads AWS's own list of policies: no resource-level permissions.
+        if s["Action"] != "eks:ListAccessPolicies":
+            assert "ClusterNames" in json.dumps(s["Resource"]), s
         assert s["Condition"]["StringEquals"]["aws:RequestedRegion"] == {"Ref": "AWS::Region"}
     by_sid = {s.get("Sid"): s for s in eks}
     by_sid_all = {s.get("Sid"): s for s in statements}
@@ -243,7 +244,7 @@ def test_dashboard_shows_what_the_function_emits():
     assert "SOURCE 'x'" in log["properties"]["query"] and "eks-admin-sync/v1" in log["properties"]["query"]
 
 
-EKS_ACCESS_ACTIONS = {"eks:ListAccessEntries", "eks:CreateAccessEntry", "eks:DescribeAccessEntry",
+EKS_ACCESS_ACTIONS = {"eks:ListAccessEntries", "eks:ListAccessPolicies", "eks:CreateAccessEntry", "eks:DescribeAccessEntry",
                       "eks:UpdateAccessEntry", "eks:DeleteAccessEntry", "eks:ListAssociatedAccessPolicies",
                       "eks:DisassociateAccessPolicy", "eks:TagResource", "eks:AssociateAccessPolicy"}
 
@@ -308,27 +309,6 @@ def test_sam_build_produces_arm64_bootstrap():
     assert zsize <= 8 * 1024 * 1024, "deployment package over 8 MB"
 
 
-@pytest.fixture(scope="module")
-def aws():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    py = os.path.join(CACHE, "venv", "bin", "python")
-    proc = subprocess.Popen([py, os.path.join(REPO, "tests", "stack", "awsemu.py"), "--port", str(port)],
-                            stdout=open(os.path.join(CACHE, "deploy-test-awsemu.log"), "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{url}/_emu/calls", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield lambda svc: boto3.client(svc, endpoint_url=url, region_name="us-east-1",
-                                   aws_access_key_id="deploy", aws_secret_access_key="deploy")
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     # moto joins a CommaDelimitedList parameter's default character by character: every list is given here.
     # The alarms must notify someone (the template's rule AlarmsNotifySomeone): the stack's own topic, here.
@@ -363,7 +343,8 @@ def test_deploy_to_local_cloudformation_and_match_sample_events(aws, tmp_path):
     doc = iam.get_role_policy(RoleName=role_name, PolicyName="manage-cluster-access")["PolicyDocument"]
     if isinstance(doc, str):  # moto keeps a template-built inline policy as a Python repr
         doc = ast.literal_eval(doc)
-    describe, read, create, tag, change, update, associate = doc["Statement"]
+    describe, offered, read, create, tag, change, update, associate = doc["Statement"]
+    assert offered["Action"] == "eks:ListAccessPolicies" and offered["Resource"] == "*"
     clusters = ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/staging"]
     entries = ["arn:*:eks:*:*:access-entry/prod/*", "arn:*:eks:*:*:access-entry/staging/*"]
     assert describe["Resource"] == clusters and create["Resource"] == clusters

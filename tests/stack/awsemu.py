@@ -13,6 +13,9 @@
 - /_emu/iam/bulk-users (POST {"prefix", "count", "tagged", "tag_key", "tag_value"}) creates many users
   in-process (benchmarks).
 - /_emu/calls (GET) and /_emu/calls/reset (POST): per-service/action request counts, for tests and benchmarks.
+- EventBridge across accounts (events_org.py): a rule's delivery to another account's bus is refused unless the
+  bus's policy admits the sender (an account, or its organization by aws:PrincipalOrgID), counted as
+  events:CrossAccountRefused; AWS::Events::EventBusPolicy in CloudFormation.
 - EKS authentication modes and access entries (eks_access.py): accessConfig on CreateCluster /
   DescribeCluster / UpdateClusterConfig, the nine access-entry calls, tags on entries;
   /_emu/eks/<name>/authz?arn=A&id=I (GET) tells the local authenticator the mode and the entry that applies.
@@ -31,6 +34,7 @@ Run: python awsemu.py --port N   (binds 127.0.0.1 only)
 import argparse
 import base64
 import eks_access
+import events_org
 import datetime as dt
 import io
 import json
@@ -65,6 +69,17 @@ CALLS_LOCK = threading.Lock()
 def _count(key):
     with CALLS_LOCK:
         CALLS[key] += 1
+
+
+# A rule's delivery to another account's bus that the bus's policy refuses is counted, not delivered.
+events_org.install()
+
+
+def _count_refusals():
+    with events_org._LOCK:
+        refused, events_org.REFUSED[:] = list(events_org.REFUSED), []
+    for _ in refused:
+        _count("events:CrossAccountRefused")
 
 
 # The access-entry writes in the order they were answered: (action, cluster, principal ARN), for tests of
@@ -587,9 +602,11 @@ class App:
         body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
         out = {}
         if path == "/_emu/calls" and method == "GET":
+            _count_refusals()
             with CALLS_LOCK:
                 out = dict(CALLS)
         elif path == "/_emu/calls/reset" and method == "POST":
+            _count_refusals()
             with CALLS_LOCK:
                 CALLS.clear()
                 WRITES.clear()
