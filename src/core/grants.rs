@@ -886,6 +886,7 @@ mod tests {
             ("prod  staging", &["prod", "staging"], None),
             ("prod,staging", &[], Some("prod,staging")),
             ("prod dev", &["prod"], Some("dev")),
+            ("prod true", &["prod"], Some("does not manage: true")),
             ("Prod", &[], Some("Prod")),
             ("yes", &[], Some("yes")),
         ];

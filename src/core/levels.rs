@@ -455,7 +455,10 @@ pub fn targets(value: &str, level: &Level, managed: &[String]) -> Targets {
             Some((t, ns)) => (t, Some(ns)),
             None => (item, None),
         };
-        let clusters: Vec<&String> = if parse_bool(target) == Some(true) {
+        // `true` alone is every managed cluster, as is `true=NS+NS`; a `true` among cluster names names
+        // no cluster (which one was meant is not clear, so none is granted more than the names say).
+        let every = parse_bool(target) == Some(true) && (namespaces.is_some() || v == item);
+        let clusters: Vec<&String> = if every {
             managed.iter().collect()
         } else if let Some(c) = managed.iter().find(|c| *c == target) {
             vec![c]
@@ -673,6 +676,14 @@ mod tests {
         let t = targets("true", view, &managed());
         assert_eq!(t.clusters.keys().collect::<Vec<_>>(), ["prod", "staging"]);
         assert!(t.clusters.values().all(BTreeSet::is_empty) && t.notes.is_empty());
+        // `true` among names is not every cluster.
+        let t = targets("prod true", view, &managed());
+        assert_eq!(t.clusters.keys().collect::<Vec<_>>(), ["prod"]);
+        assert!(
+            t.notes[0].contains("does not manage: true"),
+            "{:?}",
+            t.notes
+        );
         let t = targets("prod dev prod=team-a", view, &managed());
         assert_eq!(t.clusters.keys().collect::<Vec<_>>(), ["prod"]);
         assert_eq!(t.notes.len(), 2, "{:?}", t.notes);
