@@ -102,6 +102,45 @@ impl Source {
     }
 }
 
+/// The field (`aws-auth`) and tag (access entries) that record a grant's levels beside its marks, when the
+/// deployment declares levels: see [`levels_record`].
+pub const LEVELS_RECORD_KEY: &str = "eks-admin-sync-levels";
+
+/// The levels a grant holds as both stores record them: `LEVEL:tag`, `LEVEL:permission-set:NAME` or
+/// `LEVEL:iam-group:NAME`, joined by `/`, which no level name and no IAM name holds. A level's tag key is its
+/// configuration's, so `tag` names none; a `,` of a name is written as a space (tag values allow spaces, IAM
+/// names hold none), as in [`Source::to_tag_value`].
+pub fn levels_record(held: &[LevelGrant]) -> String {
+    held.iter()
+        .map(|h| match &h.source {
+            Source::Tag(_) => format!("{}:tag", h.level),
+            other => format!("{}:{}", h.level, other.to_tag_value()),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// What a levels record says made each level, in its order: `None` for a part that cannot be read or a tag of
+/// a level no longer configured (the guard judges such a level as one that does not say what made it).
+pub fn read_levels_record(text: &str, levels: &[Level]) -> Vec<(String, Option<Source>)> {
+    text.split('/')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (level, made) = part.split_once(':').unwrap_or((part, ""));
+            let source = if made == "tag" {
+                levels
+                    .iter()
+                    .find(|l| l.name == level)
+                    .and_then(|l| l.tag_key.clone())
+                    .map(Source::Tag)
+            } else {
+                Source::from_tag_value(made).filter(|s| !matches!(s, Source::Tag(_)))
+            };
+            (level.to_string(), source)
+        })
+        .collect()
+}
+
 /// The one rule by which a configured permission-set or group name names what IAM has: exactly, letter
 /// case included (IAM compares ARNs in policies case-sensitively, so the SCP's group ARNs match this way).
 /// Granting and the removal guard both use it: a name that grants nobody is the name the guard suspects.
@@ -209,6 +248,10 @@ pub struct Grant {
     /// is the first one's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<LevelGrant>,
+    /// The levels as the stores record them ([`levels_record`]): on a desired grant when the deployment
+    /// declares levels, on a held one when its store recorded them; `None` otherwise (nothing is written).
+    #[serde(skip)]
+    pub levels_record: Option<String>,
 }
 
 /// One level a principal holds on a cluster: what granted it, until when, and where.
@@ -653,6 +696,7 @@ fn with_levels(base: Grant, held: Vec<LevelGrant>, settings: &Settings) -> Grant
     let mut g = Grant {
         source: held.first().map(|h| h.source.clone()),
         expires: held.iter().filter_map(|h| h.expires.clone()).min(),
+        levels_record: settings.levels_declared.then(|| levels_record(&held)),
         levels: held,
         ..base
     };
@@ -1087,6 +1131,57 @@ mod tests {
             e.grants[0]
                 .policies
                 .contains(&policy("AmazonEKSEditPolicy", &["shared", "team-a"]))
+        );
+    }
+
+    #[test]
+    fn levels_are_recorded_only_when_declared_and_read_back() {
+        let mut s = three_levels();
+        let mut ann = user("ann", &[("eks-view", "true"), ("eks-edit", "prod=team-a")]);
+        ann.groups = vec!["platform".into()];
+        let d = desired_for_cluster(std::slice::from_ref(&ann), &s, "prod", NOW);
+        assert_eq!(
+            d.grants[0].levels_record, None,
+            "made from today's variables: nothing new is written"
+        );
+        s.levels_declared = true;
+        let d = desired_for_cluster(&[ann], &s, "prod", NOW);
+        let record = d.grants[0].levels_record.clone().unwrap();
+        assert_eq!(record, "admin:iam-group:platform/view:tag/edit:tag");
+        assert_eq!(
+            read_levels_record(&record, &s.levels),
+            [
+                (
+                    "admin".to_string(),
+                    Some(Source::IamGroup("platform".into()))
+                ),
+                ("view".into(), Some(Source::Tag("eks-view".into()))),
+                ("edit".into(), Some(Source::Tag("eks-edit".into())))
+            ]
+        );
+        // A name with a comma travels as a space (tag values hold no comma) and reads back with it.
+        let held = [LevelGrant {
+            level: "view".into(),
+            source: Source::PermissionSet("Dev,Ops".into()),
+            expires: None,
+            namespaces: vec![],
+        }];
+        assert_eq!(levels_record(&held), "view:permission-set:Dev Ops");
+        assert_eq!(
+            read_levels_record("view:permission-set:Dev Ops", &s.levels),
+            [(
+                "view".to_string(),
+                Some(Source::PermissionSet("Dev,Ops".into()))
+            )]
+        );
+        // A level no longer configured, or a part that cannot be read, says nothing of its source.
+        assert_eq!(
+            read_levels_record("gone:tag/x/view:tag:eks-view", &s.levels),
+            [
+                ("gone".to_string(), None),
+                ("x".into(), None),
+                ("view".into(), None)
+            ]
         );
     }
 

@@ -459,6 +459,7 @@ mod tests {
             policies: None,
             held_by: None,
             source: g.source.clone(),
+            levels_record: None,
         }
     }
     fn state(owned: &[Grant]) -> ClusterState {

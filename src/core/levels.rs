@@ -12,6 +12,8 @@
 //! ```
 //!
 //! - `name`: 1-20 of `a-z0-9-`, starting with a letter.
+//! - Every grant records the levels it holds in one EKS tag value (256 characters at most): the longest record
+//!   the levels can make must fit (rule `levels-record-fits`).
 //! - Sources: `tagKey` (and `expiryTagKey`, default the tag key + `-expires`), `permissionSets`, `iamGroups`.
 //! - On access-entry clusters: `accessPolicies`, each `Name` (cluster-wide), `Name=ns1 ns2` (those namespaces)
 //!   or `Name=@tag` (the namespaces the principal's tag value names); `groups` (Kubernetes groups, on both
@@ -127,7 +129,7 @@ struct LevelSpec {
 type Rule = (&'static str, fn(&[Level]) -> Result<(), String>);
 
 /// The rules, checked in this order after each level was read.
-const RULES: [Rule; 7] = [
+const RULES: [Rule; 8] = [
     ("level-names", level_names),
     ("has-a-source", has_a_source),
     ("grants-something", grants_something),
@@ -135,6 +137,7 @@ const RULES: [Rule; 7] = [
     ("no-system-group-on-entries", no_system_group_on_entries),
     ("tag-scope-needs-the-tag", tag_scope_needs_the_tag),
     ("one-scope-per-policy", one_scope_per_policy),
+    ("levels-record-fits", levels_record_fits),
 ];
 
 /// `ACCESS_LEVELS`: a JSON list of levels, each read and then all checked by [`RULES`]; the reason names the
@@ -388,6 +391,38 @@ fn one_scope_per_policy(levels: &[Level]) -> Result<(), String> {
     Ok(())
 }
 
+/// EKS tag values hold at most 256 characters (EKS `TagResource`), and an entry records every level it holds
+/// in one (`crate::core::grants::levels_record`): `LEVEL:tag`, `LEVEL:permission-set:NAME` or
+/// `LEVEL:iam-group:NAME`, joined by `/`. The longest record the levels can make must fit.
+fn levels_record_fits(levels: &[Level]) -> Result<(), String> {
+    const MAX: usize = 256;
+    let longest = |names: &[String], prefix: &str| {
+        names
+            .iter()
+            .map(|n| prefix.len() + n.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let parts: usize = levels
+        .iter()
+        .map(|l| {
+            let tag = if l.tag_key.is_some() { "tag".len() } else { 0 };
+            let made = tag
+                .max(longest(&l.permission_sets, "permission-set:"))
+                .max(longest(&l.iam_groups, "iam-group:"));
+            l.name.len() + 1 + made
+        })
+        .sum();
+    let worst = parts + levels.len().saturating_sub(1);
+    if worst > MAX {
+        return Err(format!(
+            "a principal holding every level would record {worst} characters of levels on its access entry (a tag \
+             value holds {MAX}): shorten level names, or the permission-set and group names that grant them"
+        ));
+    }
+    Ok(())
+}
+
 /// The one level a deployment without `ACCESS_LEVELS` runs: today's admin grant, from today's variables. It
 /// writes exactly what those variables write: `ADMIN_GROUPS` on `aws-auth` rows (in its order), and its groups
 /// but the `system:` ones with `ACCESS_POLICIES` on access entries.
@@ -566,6 +601,11 @@ mod tests {
     /// Each named rule, and each field's own check, refuses with a reason that names it.
     #[test]
     fn every_rule_refuses_what_it_names() {
+        // Two levels, each granted by a group with a long name: 2 × (1 + 1 + 10 + 128) + 1 > 256.
+        let g = "g".repeat(128);
+        let too_long = format!(
+            r#"[{{"name":"a","iamGroups":["{g}"],"clusterRole":"view"}},{{"name":"b","iamGroups":["{g}"],"clusterRole":"edit"}}]"#
+        );
         let cases: &[(&str, &str)] = &[
             ("{}", "JSON list"),
             ("[]", "at least one level"),
@@ -626,6 +666,7 @@ mod tests {
                 r#"[{"name":"a","tagKey":"k","groups":["two words"]}]"#,
                 "not a Kubernetes group name",
             ),
+            (&too_long, "rule levels-record-fits"),
         ];
         for (text, needle) in cases {
             let e = err(text);

@@ -41,6 +41,9 @@ pub struct CurrentEntry {
     /// The source the grant was made by, as the store recorded it beside its marks; `None` when the entry
     /// does not say (written before grants recorded their source, or someone else's).
     pub source: Option<Source>,
+    /// The grant's levels as the store recorded them (`eks-admin-sync-levels`, see
+    /// [`crate::core::grants::levels_record`]); `None` when the entry does not say.
+    pub levels_record: Option<String>,
 }
 
 /// What form a store's grants take.
@@ -261,6 +264,7 @@ fn grant_of(e: &CurrentEntry) -> Grant {
         id: e.id.clone(),
         policies: e.policies.clone().unwrap_or_default(),
         source: e.source.clone(),
+        levels_record: e.levels_record.clone(),
         ..Default::default()
     }
 }
@@ -279,6 +283,7 @@ fn is_exactly(e: &CurrentEntry, g: &Grant) -> bool {
         && e.groups == g.groups
         && (g.id.is_none() || e.id == g.id)
         && (g.source.is_none() || e.source == g.source)
+        && (g.levels_record.is_none() || e.levels_record == g.levels_record)
         && e.policies
             .as_deref()
             .is_none_or(|have| same_policies(have, &g.policies))
@@ -654,6 +659,7 @@ mod tests {
             policies: None,
             held_by: None,
             source: None,
+            levels_record: None,
         }
     }
     fn s(v: &[&str]) -> Vec<String> {
@@ -1087,6 +1093,7 @@ mod tests {
             policies: None,
             held_by: None,
             source: None,
+            levels_record: None,
         };
         let want = Grant {
             arn: node.into(),
@@ -1166,6 +1173,7 @@ mod tests {
         };
         let entry = |src: Option<Source>| CurrentEntry {
             source: src,
+            levels_record: None,
             ..e(A, "alice", MASTERS, OURS)
         };
         let same = plan(
@@ -1195,6 +1203,42 @@ mod tests {
             &Scope::All,
         );
         assert_eq!(p.changes, vec![Change::Remove(with(Some(tag)))]);
+    }
+
+    #[test]
+    fn a_new_levels_record_is_an_update_and_none_asked_is_no_change() {
+        let with = |record: Option<&str>| Grant {
+            levels_record: record.map(str::to_string),
+            ..g(A, "alice")
+        };
+        let entry = |record: Option<&str>| CurrentEntry {
+            levels_record: record.map(str::to_string),
+            ..e(A, "alice", MASTERS, OURS)
+        };
+        // A deployment without declared levels asks for no record: whatever the entry holds is left alone.
+        for held in [None, Some("admin:tag")] {
+            let p = plan(&state(vec![entry(held)], &[A]), &[with(None)], &Scope::All);
+            assert_eq!(p.unchanged, s(&[A]), "{held:?}");
+        }
+        let p = plan(
+            &state(vec![entry(Some("admin:tag"))], &[A]),
+            &[with(Some("admin:tag/view:tag"))],
+            &Scope::All,
+        );
+        assert_eq!(
+            p.changes,
+            vec![Change::Update {
+                from: with(Some("admin:tag")),
+                to: with(Some("admin:tag/view:tag"))
+            }]
+        );
+        // A removal carries what the store recorded, for the guard.
+        let p = plan(
+            &state(vec![entry(Some("view:tag"))], &[A]),
+            &[],
+            &Scope::All,
+        );
+        assert_eq!(p.changes, vec![Change::Remove(with(Some("view:tag")))]);
     }
 
     #[test]

@@ -1145,6 +1145,7 @@ mod tests {
             held_by: None,
             owner: Owner::Us { marked: true },
             source: g.source.clone(),
+            levels_record: None,
         }
     }
 

@@ -443,6 +443,10 @@ pub struct Settings {
     /// The access levels the grants are made of. Today always the one [`crate::core::levels::legacy_level`]
     /// made from the variables above (`ACCESS_LEVELS` is not read yet).
     pub levels: Vec<crate::core::levels::Level>,
+    /// Whether the levels were declared (`ACCESS_LEVELS`) rather than made from today's variables: only then
+    /// do the stores record each grant's levels (`eks-admin-sync-levels`), so that a deployment without
+    /// levels writes what it wrote before them. Always `false` until `ACCESS_LEVELS` is read.
+    pub levels_declared: bool,
 }
 
 /// Where the expiry wake-up lives and what it invokes.
@@ -525,6 +529,7 @@ impl Settings {
             access_store: ACCESS_STORE.value(get)?,
             access_policies: ACCESS_POLICIES.value(get)?,
             levels: Vec::new(),
+            levels_declared: false,
         };
         settings.levels = vec![crate::core::levels::legacy_level(&settings)];
         Ok(settings)

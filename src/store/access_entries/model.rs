@@ -10,7 +10,7 @@
 //! unclear: the entry is never changed and the run fails naming it until a person restores the missing mark
 //! or removes the other one too.
 
-use crate::core::grants::{Grant, Source};
+use crate::core::grants::{Grant, LEVELS_RECORD_KEY, Source};
 use crate::core::plan::{CurrentEntry, Owner};
 use crate::core::settings::{AccessPolicy, PolicyScope};
 use aws_sdk_eks::types::{AccessEntry, AccessScope, AccessScopeType, AssociatedAccessPolicy};
@@ -74,6 +74,9 @@ impl Marks {
         if let Some(source) = &g.source {
             t.insert(SOURCE_TAG.to_string(), source.to_tag_value());
         }
+        if let Some(record) = &g.levels_record {
+            t.insert(LEVELS_RECORD_KEY.to_string(), record.clone());
+        }
         t
     }
 
@@ -126,6 +129,7 @@ impl Marks {
             policies: None,
             held_by: self.held_by(&tags),
             source: tags.get(SOURCE_TAG).and_then(|v| Source::from_tag_value(v)),
+            levels_record: tags.get(LEVELS_RECORD_KEY).cloned(),
         };
         let known = Known {
             entry_arn: e.access_entry_arn().unwrap_or_default().to_string(),
@@ -193,6 +197,30 @@ mod tests {
             deployment: "default".into(),
             tag_key: "eks-cluster-admin".into(),
         }
+    }
+
+    #[test]
+    fn an_entrys_levels_record_is_a_tag_written_only_when_asked() {
+        let m = marks();
+        let g = Grant {
+            arn: "arn:aws:iam::123456789012:user/alice".into(),
+            ..Grant::default()
+        };
+        assert!(!m.tags_for(&g).contains_key(LEVELS_RECORD_KEY));
+        let declared = Grant {
+            levels_record: Some("admin:tag/view:tag".into()),
+            ..g
+        };
+        let tags = m.tags_for(&declared);
+        assert_eq!(tags[LEVELS_RECORD_KEY], "admin:tag/view:tag");
+        let e = aws_sdk_eks::types::AccessEntry::builder()
+            .principal_arn("arn:aws:iam::123456789012:user/alice")
+            .r#type("STANDARD")
+            .set_tags(Some(tags))
+            .kubernetes_groups(m.group())
+            .build();
+        let (current, _) = m.entry(&e, "arn:aws:iam::123456789012:user/alice");
+        assert_eq!(current.levels_record.as_deref(), Some("admin:tag/view:tag"));
     }
 
     #[test]

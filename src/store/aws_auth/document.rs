@@ -23,7 +23,9 @@
 //! - An entry whose mark names another value is someone else's (another deployment, or a person who took
 //!   it over). An entry the record names but that lacks our mark is unclear and left alone.
 
-use crate::core::grants::{ArnKey, Grant, PrincipalKind, Source, role_name_of_arn};
+use crate::core::grants::{
+    ArnKey, Grant, LEVELS_RECORD_KEY, PrincipalKind, Source, role_name_of_arn,
+};
 use crate::core::plan::{Change, ClusterState, CurrentEntry, Owner, Plan};
 use crate::store::aws_auth::{fastyaml, yaml};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -329,9 +331,13 @@ fn entry_of_value(v: &Value, arn_field: &str) -> Read {
     let source = get(SOURCE_FIELD)
         .and_then(Value::as_str)
         .and_then(Source::parse);
+    let levels_record = get(LEVELS_RECORD_KEY)
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let entry = CurrentEntry {
         policies: None,
         source,
+        levels_record,
         arn: get(arn_field)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -366,9 +372,14 @@ fn entry_of_item(item: &fastyaml::Item<'_>, arn_field: &str) -> Read {
         Some(Node::Str(s)) => Source::parse(s),
         _ => None,
     };
+    let levels_record = match item.field(LEVELS_RECORD_KEY) {
+        Some(Node::Str(s)) => Some((*s).to_string()),
+        _ => None,
+    };
     let entry = CurrentEntry {
         policies: None,
         source,
+        levels_record,
         arn: match item.field(arn_field) {
             Some(Node::Str(s)) if !s.is_empty() => Some((*s).to_string()),
             _ => None,
@@ -533,6 +544,9 @@ impl AwsAuth {
         }
         if let Some(source) = &g.source {
             v[SOURCE_FIELD] = json!(source.to_string());
+        }
+        if let Some(record) = &g.levels_record {
+            v[LEVELS_RECORD_KEY] = json!(record);
         }
         v
     }
@@ -863,6 +877,32 @@ mod tests {
         let c = cm(&[("mapRoles", &node)], Some(record));
         let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
         assert_eq!(doc.current()[0].owner, Owner::Unclear);
+    }
+
+    #[test]
+    fn a_rows_levels_record_is_read_by_both_readers_and_written_only_when_asked() {
+        let block = "- rolearn: arn:aws:iam::123456789012:role/ops\n  username: ops:{{SessionName}}\n  groups:\n    - system:masters\n  eks-admin-sync: default\n  eks-admin-sync-source: tag:eks-cluster-admin\n  eks-admin-sync-levels: admin:tag/view:iam-group:devs\n";
+        let flow = r#"[{"rolearn": "arn:aws:iam::123456789012:role/ops", "username": "ops:{{SessionName}}", "groups": ["system:masters"], "eks-admin-sync": "default", "eks-admin-sync-levels": "admin:tag/view:iam-group:devs"}]"#;
+        for roles in [block, flow] {
+            let c = cm(&[("mapRoles", roles)], None);
+            let doc = AwsAuth::parse(Some(&c), &me()).unwrap();
+            assert_eq!(
+                doc.current()[0].levels_record.as_deref(),
+                Some("admin:tag/view:iam-group:devs"),
+                "{roles}"
+            );
+        }
+        let doc = AwsAuth::parse(Some(&cm(&[], None)), &me()).unwrap();
+        assert!(
+            doc.canonical(&role_grant("ops"))
+                .get(LEVELS_RECORD_KEY)
+                .is_none()
+        );
+        let declared = Grant {
+            levels_record: Some("admin:tag".into()),
+            ..role_grant("ops")
+        };
+        assert_eq!(doc.canonical(&declared)[LEVELS_RECORD_KEY], "admin:tag");
     }
 
     fn role_grant(name: &str) -> Grant {
