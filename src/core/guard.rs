@@ -25,7 +25,9 @@
 
 use crate::core::grants::{
     ArnKey, Grant, Principal, PrincipalKind, Source, names_match, principal_of_arn,
+    read_levels_record,
 };
+use crate::core::levels::Level;
 use crate::core::plan::{Change, ClusterState, Plan};
 use crate::core::settings::Settings;
 use serde::Serialize;
@@ -137,6 +139,8 @@ pub struct SourceFacts {
     /// The principals IAM has, as (kind, lowercase name): IAM names are unique whatever their case and
     /// path, and `aws-auth` holds a role's ARN without its path.
     present: HashSet<(PrincipalKind, String)>,
+    /// The configured levels, to read what a grant's levels record says made each level.
+    levels: Vec<Level>,
 }
 
 impl SourceFacts {
@@ -176,6 +180,7 @@ impl SourceFacts {
             configured,
             suspect,
             present,
+            levels: settings.levels.clone(),
         }
     }
 
@@ -185,11 +190,22 @@ impl SourceFacts {
             .is_none_or(|(kind, name)| self.present.contains(&(kind, name.to_ascii_lowercase())))
     }
 
-    /// The suspect source that may have made `g`: the one it records, or one of the same kind when the
-    /// source it records is no longer configured (the suspect name may be a typo of it); for a grant that
-    /// does not say, any suspect source that could have made it.
+    /// The suspect source that may have made `g`, or one of its levels when the store recorded them (a
+    /// removal takes every level away, so any level's suspect source holds it back).
     fn suspect_behind(&self, g: &Grant) -> Option<&Source> {
-        self.suspect.iter().find(|s| match &g.source {
+        match g.levels_record.as_deref() {
+            Some(record) => read_levels_record(record, &self.levels)
+                .into_iter()
+                .find_map(|(_, made)| self.suspect_for(made.as_ref(), g)),
+            None => self.suspect_for(g.source.as_ref(), g),
+        }
+    }
+
+    /// The suspect source behind what `made` grant `g`: the one it records, or one of the same kind when the
+    /// source it records is no longer configured (the suspect name may be a typo of it); when it does not say,
+    /// any suspect source that could have made it.
+    fn suspect_for(&self, made: Option<&Source>, g: &Grant) -> Option<&Source> {
+        self.suspect.iter().find(|s| match made {
             Some(made) => s.same_kind(made) && (*s == made || !self.configured.contains(made)),
             None => s.could_grant(g),
         })
@@ -459,7 +475,7 @@ mod tests {
             policies: None,
             held_by: None,
             source: g.source.clone(),
-            levels_record: None,
+            levels_record: g.levels_record.clone(),
         }
     }
     fn state(owned: &[Grant]) -> ClusterState {
@@ -607,6 +623,42 @@ mod tests {
         // The group members removed from the group lose their grants.
         assert_eq!(p.revocations(), 2);
         assert!(p.owned_after.contains(&arn(2)) && !p.owned_after.contains(&arn(0)));
+    }
+
+    #[test]
+    fn a_removal_is_held_back_by_the_suspect_source_of_any_level_it_recorded() {
+        let mut s = settings(&[]);
+        s.levels = crate::core::levels::parse_levels(
+            r#"[{"name": "admin", "tagKey": "eks-cluster-admin", "awsAuthGroups": ["system:masters"]},
+                {"name": "view", "iamGroups": ["viewers"], "clusterRole": "view"}]"#,
+        )
+        .unwrap();
+        let principals: Vec<Principal> = (0..3)
+            .map(|n| user(&format!("u{n:02}"), &[("eks-cluster-admin", "false")], &[]))
+            .collect();
+        // IAM has no group "viewers" (a typo, or a rename): that source is suspect, the tag is not.
+        let sources = SourceFacts::of(&s, &principals, &[]);
+        assert_eq!(sources.suspect, vec![Source::IamGroup("viewers".into())]);
+        let recorded = |g: Grant, record: &str| Grant {
+            levels_record: Some(record.into()),
+            ..made_by(g, tag())
+        };
+        let owned = [
+            recorded(grant(0), "admin:tag/view:iam-group:viewers"),
+            recorded(grant(1), "admin:tag"),
+            // A level no longer configured says nothing of its source: any suspect that could have made it.
+            recorded(grant(2), "gone:tag"),
+        ];
+        let (mut p, st) = removing(&owned);
+        let g = guard(&mut p, &st, &facts(&sources, None, &[])).unwrap();
+        assert_eq!(
+            refused(&g),
+            vec![
+                (arn(0), Rule::SourceYieldsNobody),
+                (arn(2), Rule::SourceYieldsNobody)
+            ]
+        );
+        assert_eq!(p.revocations(), 1, "the grant only the tag made goes");
     }
 
     #[test]
