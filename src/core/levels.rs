@@ -1,7 +1,9 @@
 //! Access levels: what a grant gives, per level (admin, edit, view, …), and which sources grant each. Pure.
 //!
-//! The grants are made of levels ([`crate::core::grants`]: each principal holds the union of its levels). The
-//! stores' provenance, the guard, the audit and the RBAC of `aws-auth` clusters do not speak of levels yet, so
+//! The grants are made of levels ([`crate::core::grants`]: each principal holds the union of its levels); the
+//! stores record a grant's levels (`eks-admin-sync-levels`) and the guard holds a removal back by any recorded
+//! level's suspect source, both only once levels are declared. The guard does not yet judge an update that
+//! drops one level, and the audit, the metrics and the RBAC of `aws-auth` clusters do not speak of levels, so
 //! the function reads no `ACCESS_LEVELS` variable and runs one level, [`legacy_level`], built from today's
 //! variables (`ADMIN_TAG_KEY`, `ADMIN_PERMISSION_SETS`, `ADMIN_IAM_GROUPS`, `ADMIN_GROUPS`, `ACCESS_POLICIES`).
 //!
