@@ -49,6 +49,7 @@ def zip_bootstrap(bootstrap, out):
     name = f"eks-admin-sync-{hashlib.sha256(code).hexdigest()[:16]}.zip"
     info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
     info.external_attr = 0o755 << 16  # executable
+    info.compress_type = zipfile.ZIP_DEFLATED  # a ZipInfo is stored uncompressed unless it says otherwise
     with zipfile.ZipFile(os.path.join(out, name), "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(info, code)
     return name

@@ -79,6 +79,7 @@ def test_the_org_package_is_plain_cloudformation(tmp_path):
     with zipfile.ZipFile(out / zips[0]) as z:
         [info] = z.infolist()
         assert info.filename == "bootstrap" and (info.external_attr >> 16) & 0o111, "an executable bootstrap"
+        assert info.compress_type == zipfile.ZIP_DEFLATED, "compressed, as Lambda's 50 MB upload limit counts it"
     t = json.loads((out / "template.json").read_text())
     assert "Transform" not in t
     assert not [r for r in t["Resources"].values() if r["Type"].startswith("AWS::Serverless::")]
