@@ -246,14 +246,10 @@ fn build_app(aws: &Aws, settings: Settings) -> App {
 }
 
 fn init_tracing(json: bool) {
-    use eks_admin_sync::core::settings::{LOG_LEVEL, Unset};
-    let default = match LOG_LEVEL.unset {
-        Unset::Default(level) => level,
-        _ => "info",
-    };
+    use eks_admin_sync::core::settings::{DEFAULT_LOG_LEVEL, LOG_LEVEL};
     let mut filter = tracing_subscriber::EnvFilter::try_from_env(LOG_LEVEL.var)
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_LEVEL));
     // Whatever LOG_LEVEL says, aws-sigv4 stays at warn: at debug it logs canonical requests, and for the EKS
     // token those hold the session token.
     if let Ok(cap) = "aws_sigv4=warn".parse() {

@@ -758,7 +758,8 @@ pub fn aws_auth_grants(desired: &Desired) -> Desired {
 pub const RESERVED_USERNAME_PREFIXES: [&str; 5] = ["system:", "eks:", "aws:", "amazon:", "iam:"];
 
 /// The same grants as an access entry holds them: each level's `groups` (never `system:` ones, which EKS
-/// refuses: admin rights come from the access policies) and its access policies, a policy scoped by the tag
+/// refuses: a declared level may not name one there, and the legacy level leaves `ADMIN_GROUPS`' out; admin
+/// rights come from the access policies) and its access policies, a policy scoped by the tag
 /// on the namespaces the principal's tag names; a policy two levels give is associated once, cluster-wide if
 /// either says so, else on both levels' namespaces. A grant whose username EKS would refuse is dropped with a
 /// note.
@@ -781,11 +782,7 @@ pub fn access_entry_grants(desired: &Desired, settings: &Settings) -> Desired {
             ));
             continue;
         }
-        let groups = dedup_in_order(
-            configured(g, settings)
-                .flat_map(|(_, l)| &l.groups)
-                .filter(|x| !x.starts_with("system:")),
-        );
+        let groups = dedup_in_order(configured(g, settings).flat_map(|(_, l)| &l.groups));
         out.grants.push(Grant {
             groups,
             policies: entry_policies(g, settings),

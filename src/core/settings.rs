@@ -25,9 +25,11 @@ pub const MAX_GRANT_HOURS_LIMIT: u64 = 24 * 366;
 
 /// Removals one full reconcile may make on one cluster before the guard refuses them, unless
 /// `MAX_REMOVALS` says otherwise (`0`: no cap).
-pub const DEFAULT_MAX_REMOVALS: usize = 10;
-/// Time a cluster may take (read, plan, write) unless `CLUSTER_TIMEOUT_SECONDS` says otherwise.
-pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_MAX_REMOVALS: &str = "10";
+/// Seconds a cluster may take (read, plan, write) unless `CLUSTER_TIMEOUT_SECONDS` says otherwise.
+pub const DEFAULT_CLUSTER_TIMEOUT_SECONDS: &str = "20";
+/// The log filter unless `LOG_LEVEL` says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Names this deployment's ownership records unless `DEPLOYMENT_ID` says otherwise.
 pub const DEFAULT_DEPLOYMENT_ID: &str = "default";
 
@@ -342,7 +344,7 @@ pub static DEPLOYMENT_ID: Setting<String> = Setting {
 };
 pub static MAX_REMOVALS: Setting<Option<usize>> = Setting {
     var: "MAX_REMOVALS",
-    unset: Unset::Default("10"),
+    unset: Unset::Default(DEFAULT_MAX_REMOVALS),
     meaning: "removals one full reconcile may make per cluster before the guard refuses them; 0: no cap",
     parse: |t| match t.parse::<usize>() {
         Ok(0) => Ok(None),
@@ -352,7 +354,7 @@ pub static MAX_REMOVALS: Setting<Option<usize>> = Setting {
 };
 pub static CLUSTER_TIMEOUT_SECONDS: Setting<Duration> = Setting {
     var: "CLUSTER_TIMEOUT_SECONDS",
-    unset: Unset::Default("20"),
+    unset: Unset::Default(DEFAULT_CLUSTER_TIMEOUT_SECONDS),
     meaning: "the longest one cluster may take (its read and its write), 1-900 seconds",
     parse: |t| match t.parse::<u64>() {
         Ok(n @ 1..=900) => Ok(Duration::from_secs(n)),
@@ -362,7 +364,7 @@ pub static CLUSTER_TIMEOUT_SECONDS: Setting<Duration> = Setting {
 /// Read by the log set-up (a `tracing` filter), declared here so that it is listed with the others.
 pub static LOG_LEVEL: Setting<String> = Setting {
     var: "LOG_LEVEL",
-    unset: Unset::Default("info"),
+    unset: Unset::Default(DEFAULT_LOG_LEVEL),
     meaning: "error, warn, info, debug (tracing filter syntax)",
     parse: |t| Ok(t.to_string()),
 };
@@ -554,8 +556,7 @@ fn expiry_tag_key(
     let key = ADMIN_EXPIRY_TAG_KEY
         .read(get)?
         .unwrap_or_else(|| format!("{tag_key}-expires"));
-    let too_long = parse_tag_key(&key).err();
-    if let Some(reason) = too_long {
+    if let Err(reason) = parse_tag_key(&key) {
         return Err(ConfigError::Invalid {
             var: ADMIN_EXPIRY_TAG_KEY.var,
             value: key,

@@ -44,6 +44,31 @@ fn next_page(token: Option<&str>) -> Option<String> {
     token.filter(|t| !t.is_empty()).map(str::to_string)
 }
 
+/// Every item of a paginated call: `page(token)` sends one request and answers its items and the next
+/// token. Stops at [`MAX_PAGES`] rather than follow a paginator that never ends.
+async fn all_pages<T, F, Fut>(
+    cluster: &str,
+    op: &'static str,
+    principal: Option<&str>,
+    mut page: F,
+) -> Result<Vec<T>, AccessEntriesError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), AccessEntriesError>>,
+{
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let (items, next) = page(token.take()).await?;
+        out.extend(items);
+        token = next_page(next.as_deref());
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+    Err(too_many_pages(cluster, op, principal))
+}
+
 /// A paginator that never ended: refused rather than followed forever.
 fn too_many_pages(cluster: &str, op: &'static str, principal: Option<&str>) -> AccessEntriesError {
     AccessEntriesError::Api {
@@ -95,54 +120,43 @@ impl Calls<'_> {
     /// Every principal with an entry on the cluster.
     pub async fn list(&self) -> Result<Vec<String>, AccessEntriesError> {
         let cluster = self.cluster;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
+        all_pages(cluster, "ListAccessEntries", None, |token| async move {
             let page = self
                 .client
                 .list_access_entries()
                 .cluster_name(cluster)
                 .max_results(PAGE_SIZE)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| error(cluster, "ListAccessEntries", None, &e))?;
-            out.extend(page.access_entries().iter().cloned());
-            token = next_page(page.next_token());
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
-        Err(too_many_pages(cluster, "ListAccessEntries", None))
+            Ok((page.access_entries().to_vec(), page.next_token))
+        })
+        .await
     }
 
     /// The ARN of every access policy EKS offers (`ListAccessPolicies`, all pages; the call is the
     /// account's, `cluster` only names the run that asked).
     pub async fn offered_policies(&self) -> Result<Vec<String>, AccessEntriesError> {
         let cluster = self.cluster;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
+        all_pages(cluster, "ListAccessPolicies", None, |token| async move {
             let page = self
                 .client
                 .list_access_policies()
                 .max_results(PAGE_SIZE)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| error(cluster, "ListAccessPolicies", None, &e))?;
-            out.extend(
-                page.access_policies()
-                    .iter()
-                    .filter_map(|p| p.arn())
-                    .map(str::to_string),
-            );
-            token = next_page(page.next_token());
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
-        Err(too_many_pages(cluster, "ListAccessPolicies", None))
+            let arns = page
+                .access_policies()
+                .iter()
+                .filter_map(|p| p.arn())
+                .map(str::to_string)
+                .collect();
+            Ok((arns, page.next_token))
+        })
+        .await
     }
 
     /// One entry as (current entry for the planner, what the store keeps), or `None` when there is none.
@@ -178,35 +192,28 @@ impl Calls<'_> {
     /// The access policies associated with an entry (all pages), sorted.
     pub async fn policies(&self, principal: &str) -> Result<Vec<AccessPolicy>, AccessEntriesError> {
         let cluster = self.cluster;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
+        let op = "ListAssociatedAccessPolicies";
+        let mut out = all_pages(cluster, op, Some(principal), |token| async move {
             let page = self
                 .client
                 .list_associated_access_policies()
                 .cluster_name(cluster)
                 .principal_arn(principal)
                 .max_results(PAGE_SIZE)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| error(cluster, "ListAssociatedAccessPolicies", Some(principal), &e))?;
-            out.extend(
-                page.associated_access_policies()
-                    .iter()
-                    .filter_map(policy_of),
-            );
-            token = next_page(page.next_token());
-            if token.is_none() {
-                out.sort();
-                return Ok(out);
-            }
-        }
-        Err(too_many_pages(
-            cluster,
-            "ListAssociatedAccessPolicies",
-            Some(principal),
-        ))
+                .map_err(|e| error(cluster, op, Some(principal), &e))?;
+            let policies = page
+                .associated_access_policies()
+                .iter()
+                .filter_map(policy_of)
+                .collect();
+            Ok((policies, page.next_token))
+        })
+        .await?;
+        out.sort();
+        Ok(out)
     }
 
     /// Creates the entry of `g`, marked twice; retries while EKS does not know the principal yet.
