@@ -415,4 +415,38 @@ mod tests {
         assert!(settle_wait(1) > settle_wait(0));
         assert!(total <= Duration::from_secs(8), "{total:?}");
     }
+
+    /// Three pages become one list; an empty token ends it like none; a paginator that never ends is refused.
+    #[tokio::test]
+    async fn all_pages_follows_the_tokens_and_stops() {
+        let pages = [
+            (vec![1, 2], Some("a")),
+            (vec![3], Some("b")),
+            (vec![4], Some("")),
+        ];
+        let mut asked: Vec<Option<String>> = Vec::new();
+        let mut n = 0;
+        let got = all_pages("prod", "ListAccessEntries", None, |token| {
+            asked.push(token);
+            let (items, next) = pages[n].clone();
+            n += 1;
+            async move { Ok((items, next.map(str::to_string))) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, vec![1, 2, 3, 4]);
+        assert_eq!(
+            asked,
+            vec![None, Some("a".to_string()), Some("b".to_string())]
+        );
+        let endless = all_pages("prod", "ListAccessPolicies", None, |_| async {
+            Ok((vec![0u8], Some("again".to_string())))
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            endless.to_string().contains("ListAccessPolicies")
+                && endless.to_string().contains("pages")
+        );
+    }
 }
